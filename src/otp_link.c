@@ -1,0 +1,126 @@
+/*-------------------------------------------------------------------------
+ *
+ * otp_link.c
+ *	  Module initialisation and configuration (GUCs) of otp_link.
+ *
+ * All settings live under the reserved prefix "otp_link.".  The background
+ * worker is registered only when the library is loaded through
+ * shared_preload_libraries; loaded any other way, the SQL functions work
+ * and deliveries wait in otp_link.deliveries.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "otp_link.h"
+
+PG_MODULE_MAGIC;
+
+char	   *otp_link_database = NULL;
+char	   *otp_link_retry_schedule = NULL;
+bool		otp_link_allow_http = false;
+bool		otp_link_allow_private_networks = false;
+int			otp_link_max_concurrency = 64;
+int			otp_link_timeout_ms = 15000;
+int			otp_link_connect_timeout_ms = 5000;
+int			otp_link_sweep_interval_ms = 10000;
+int			otp_link_retention_s = 30 * 86400;
+int			otp_link_message_retention_s = 7 * 86400;
+int			otp_link_token_ttl_s = 600;
+int			otp_link_unknown_code_limit = 10;
+int			otp_link_unknown_code_window_s = 900;
+int			otp_link_block_duration_s = 900;
+int			otp_link_generate_limit = 10;
+int			otp_link_generate_window_s = 900;
+bool		otp_link_preloaded = false;
+
+void		_PG_init(void);
+
+/*
+ * _PG_init: define the GUCs and, when preloaded, register the worker.
+ *
+ * Settings the worker reads are PGC_SIGHUP; per-call limits are PGC_SUSET
+ * so a superuser can change them per database or role.  Can ERROR only on
+ * out-of-memory.
+ */
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable("otp_link.database",
+							   "Database whose otp_link deliveries the background worker serves.",
+							   NULL, &otp_link_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("otp_link.retry_schedule",
+							   "Delays before each delivery attempt, comma-separated (e.g. \"0, 5s, 5min\").",
+							   "The number of entries is the number of attempts; units ms, s, min, h, d.",
+							   &otp_link_retry_schedule,
+							   "0, 5s, 5min, 30min, 2h, 5h, 10h, 10h",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("otp_link.allow_http",
+							 "Allows plain http:// destinations for deliveries.",
+							 NULL, &otp_link_allow_http, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("otp_link.allow_private_networks",
+							 "Allows deliveries to loopback, private and link-local addresses.",
+							 NULL, &otp_link_allow_private_networks, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("otp_link.max_concurrency",
+							"Deliveries in flight at once.",
+							NULL, &otp_link_max_concurrency, 64, 1, 1024,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("otp_link.timeout",
+							"Total time allowed for one delivery attempt.",
+							NULL, &otp_link_timeout_ms, 15000, 100, 300000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("otp_link.connect_timeout",
+							"Time allowed to connect for one delivery attempt.",
+							NULL, &otp_link_connect_timeout_ms, 5000, 100, 300000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("otp_link.sweep_interval",
+							"Interval of the worker's expiry sweep and retention purge.",
+							NULL, &otp_link_sweep_interval_ms, 10000, 100, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("otp_link.retention",
+							"Age after which finished links and finished deliveries are purged (0 keeps them).",
+							NULL, &otp_link_retention_s, 30 * 86400, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("otp_link.message_retention",
+							"How long processed incoming message ids are remembered for idempotency.",
+							NULL, &otp_link_message_retention_s, 7 * 86400, 60, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("otp_link.token_ttl",
+							"Lifetime of the one-time {link} token issued at verification.",
+							NULL, &otp_link_token_ttl_s, 600, 10, 86400,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("otp_link.unknown_code_limit",
+							"Unknown codes a sender may send per window before being blocked.",
+							"An instance's options.limits.unknown_code_limit overrides it.",
+							&otp_link_unknown_code_limit, 10, 1, 1000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("otp_link.unknown_code_window",
+							"Window in which unknown codes per sender are counted.",
+							NULL, &otp_link_unknown_code_window_s, 900, 1, 86400 * 7,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("otp_link.block_duration",
+							"How long a sender that hit the unknown-code limit stays blocked.",
+							NULL, &otp_link_block_duration_s, 900, 1, 86400 * 7,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("otp_link.generate_limit",
+							"Links generated per (instance, rate_key) per window.",
+							"An instance's options.limits.generate_limit overrides it.",
+							&otp_link_generate_limit, 10, 1, 1000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("otp_link.generate_window",
+							"Window in which links per (instance, rate_key) are counted.",
+							NULL, &otp_link_generate_window_s, 900, 1, 86400 * 7,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("otp_link");
+
+	if (process_shared_preload_libraries_in_progress)
+		otp_link_preloaded = true;
+}

@@ -1,0 +1,81 @@
+/*-------------------------------------------------------------------------
+ *
+ * otp_link.h
+ *	  Declarations shared by the source files of otp_link.
+ *
+ * Each .c file of src/ owns one responsibility; this header is the only
+ * place where they meet.  libcurl is not included here: only http.c
+ * knows about it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OTP_LINK_H
+#define OTP_LINK_H
+
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "utils/jsonb.h"
+
+#define OTP_LINK_VERSION "1.0.0"
+
+/* lengths */
+#define OTP_CODE_LEN			8		/* letters in a code */
+#define OTP_TOKEN_BYTES			32		/* entropy of a {link} token */
+#define OTP_SECRET_BYTES		24		/* entropy of a whsec_ secret */
+#define OTP_HASH_LEN			32		/* SHA-256 digest */
+
+/* limits on input (documented in docs/sql-reference.md) */
+#define OTP_MAX_EXPIRES			86400	/* a link lives at most one day */
+#define OTP_MAX_TEXT_CHARS		4096	/* WhatsApp's limit on a text message */
+#define OTP_MAX_NAME_CHARS		256
+#define OTP_MAX_URL_LEN			2048
+#define OTP_MAX_KEY_LEN			256		/* rate_key, binding, message_id */
+
+/* GUC variables (otp_link.c) */
+extern char *otp_link_database;
+extern char *otp_link_retry_schedule;
+extern bool otp_link_allow_http;
+extern bool otp_link_allow_private_networks;
+extern int	otp_link_max_concurrency;
+extern int	otp_link_timeout_ms;
+extern int	otp_link_connect_timeout_ms;
+extern int	otp_link_sweep_interval_ms;
+extern int	otp_link_retention_s;
+extern int	otp_link_message_retention_s;
+extern int	otp_link_token_ttl_s;
+extern int	otp_link_unknown_code_limit;
+extern int	otp_link_unknown_code_window_s;
+extern int	otp_link_block_duration_s;
+extern int	otp_link_generate_limit;
+extern int	otp_link_generate_window_s;
+extern bool otp_link_preloaded;
+
+/* code.c: randomness and digests */
+extern void otp_random_code(char *dst);
+extern char *otp_random_token(void);
+extern char *otp_random_secret(void);
+extern void otp_sha256(const char *data, size_t len, uint8 *dst);
+extern bytea *otp_sha256_bytea(const char *data, size_t len);
+extern bool otp_timingsafe_equal(const void *a, const void *b, size_t len);
+extern bool otp_code_is_valid(const char *code);
+
+/* text.c: link and message text */
+extern void otp_form_urlencode(StringInfo dst, const char *src, size_t len);
+extern char *otp_whatsapp_url(const char *phone_digits, const char *prompt,
+							  const char *code);
+extern bool otp_normalize_phone(const char *input, char *dst, size_t dstlen);
+extern bool otp_extract_code(const char *body, size_t len, char *dst);
+extern bool otp_url_is_http(const char *url, const char **why);
+extern void otp_render_template(StringInfo dst, const char *tmpl,
+								const char *link, const char *name,
+								const char *code);
+extern bool otp_template_has(const char *tmpl, const char *placeholder);
+extern void otp_json_escape(StringInfo dst, const char *str);
+
+/* worker.c: background worker */
+extern void otp_link_register_worker(void);
+extern void otp_link_wake_worker_at_commit(void);
+extern PGDLLEXPORT void otp_link_worker_main(Datum arg);
+
+#endif							/* OTP_LINK_H */
