@@ -12,6 +12,8 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
@@ -59,7 +61,9 @@ _PG_init(void)
 							   "The number of entries is the number of attempts; units ms, s, min, h, d.",
 							   &otp_link_retry_schedule,
 							   "0, 5s, 5min, 30min, 2h, 5h, 10h, 10h",
-							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+							   PGC_SIGHUP, 0,
+							   otp_link_check_retry_schedule,
+							   otp_link_assign_retry_schedule, NULL);
 	DefineCustomBoolVariable("otp_link.allow_http",
 							 "Allows plain http:// destinations for deliveries.",
 							 NULL, &otp_link_allow_http, false,
@@ -122,5 +126,8 @@ _PG_init(void)
 	MarkGUCPrefixReserved("otp_link");
 
 	if (process_shared_preload_libraries_in_progress)
+	{
 		otp_link_preloaded = true;
+		otp_link_register_worker();
+	}
 }

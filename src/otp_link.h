@@ -15,6 +15,8 @@
 #include "postgres.h"
 
 #include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 
 #define OTP_LINK_VERSION "1.0.0"
@@ -77,5 +79,71 @@ extern void otp_json_escape(StringInfo dst, const char *str);
 extern void otp_link_register_worker(void);
 extern void otp_link_wake_worker_at_commit(void);
 extern PGDLLEXPORT void otp_link_worker_main(Datum arg);
+extern void otp_link_shmem_init(void);
+extern bool otp_link_check_retry_schedule(char **newval, void **extra,
+										  GucSource source);
+extern void otp_link_assign_retry_schedule(const char *newval, void *extra);
+
+/* signing.c: Standard Webhooks signatures */
+extern uint8 *otp_webhook_key(const char *secret, int *keylen);
+extern char *otp_webhook_signature(const uint8 *key, int keylen,
+								   const char *msg_id, int64 timestamp,
+								   const char *body, size_t bodylen);
+
+/* http.c: libcurl multi interface (the only file that includes curl.h) */
+#define OTP_HTTP_BODY_CAP		4096	/* response bytes kept for last_error */
+#define OTP_HTTP_ERRBUF			256		/* = CURL_ERROR_SIZE */
+#define OTP_HTTP_MAX_HEADERS	8
+
+typedef enum OtpHttpOutcome
+{
+	OTP_HTTP_PENDING,			/* not finished yet */
+	OTP_HTTP_RESPONSE,			/* an HTTP status was received */
+	OTP_HTTP_TRANSPORT_ERROR,	/* DNS, connect, TLS, timeout: retryable */
+	OTP_HTTP_REFUSED,			/* destination refused by the safety rules */
+	OTP_HTTP_INVALID			/* the request cannot be sent (bad URL...) */
+} OtpHttpOutcome;
+
+typedef struct OtpHttpRequest
+{
+	/* set by the caller; all of it lives in cxt */
+	MemoryContext cxt;			/* owns this struct; deleted when recorded */
+	int64		id;				/* otp_link.deliveries.id */
+	int			attempts;		/* attempt number of this try (1-based) */
+	char	   *url;
+	char	   *body;
+	size_t		bodylen;
+	char	   *headers[OTP_HTTP_MAX_HEADERS];	/* "Name: value" */
+	int			nheaders;
+	char	   *redact;			/* secret to scrub from the response, or NULL */
+
+	/* set by http.c */
+	OtpHttpOutcome outcome;
+	int			http_status;	/* 0 when no response */
+	int64		retry_after_s;	/* Retry-After in seconds, -1 if absent */
+	int64		elapsed_us;		/* wall time of the attempt */
+	char		errbuf[OTP_HTTP_ERRBUF];	/* transport error or refusal */
+	char		refusal[OTP_HTTP_ERRBUF];	/* why an address was refused */
+	char		response[OTP_HTTP_BODY_CAP + 1];
+	size_t		response_len;
+	bool		connect_refused;	/* an address was refused */
+	bool		connect_allowed;	/* an address was allowed */
+	void	   *easy;			/* CURL * */
+	void	   *slist;			/* struct curl_slist * */
+} OtpHttpRequest;
+
+struct WaitEventSet;
+struct sockaddr;
+
+extern void otp_http_init(void);
+extern bool otp_http_start(OtpHttpRequest *req);
+extern int	otp_http_inflight(void);
+extern int	otp_http_nsockets(void);
+extern void otp_http_add_wait_events(struct WaitEventSet *set);
+extern void otp_http_socket_ready(int fd, uint32 events);
+extern long otp_http_timeout_ms(void);
+extern List *otp_http_collect(void);
+extern bool otp_address_allowed(const struct sockaddr *sa, char *desc,
+								size_t desclen);
 
 #endif							/* OTP_LINK_H */

@@ -1,0 +1,562 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  HTTP(S) delivery for the otp_link worker, on libcurl's multi interface.
+ *
+ * This is the only file of otp_link that includes curl.h.  One multi handle
+ * lives for the life of the worker process; it keeps the connection cache,
+ * so connections (and TLS sessions) are reused between deliveries.  Each
+ * delivery attempt is one easy handle, created by otp_http_start() and
+ * destroyed when otp_http_collect() hands the finished request back.
+ *
+ * The worker waits on its latch and on the sockets libcurl asks for (the
+ * CURLMOPT_SOCKETFUNCTION table kept here) in one WaitEventSet, so no
+ * thread and no busy loop is needed.  Ready sockets and expired timers are
+ * fed back with curl_multi_socket_action().
+ *
+ * Safety: every address libcurl is about to connect to passes through
+ * CURLOPT_OPENSOCKETFUNCTION, after name resolution, so a host name that
+ * resolves (or re-resolves: DNS rebinding) to a private address is refused
+ * unless otp_link.allow_private_networks is on.  Plain http:// is refused
+ * unless otp_link.allow_http is on.  Redirects are never followed and proxy
+ * settings from the environment are ignored.
+ *
+ * Callbacks called by libcurl never palloc and never ERROR: a longjmp
+ * through libcurl would corrupt it.  They only write into the fixed buffers
+ * of OtpHttpRequest and into the malloc'd socket table.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <curl/curl.h>
+
+#include "storage/latch.h"
+#include "utils/timestamp.h"
+
+#include "otp_link.h"
+
+#define OTP_USER_AGENT		"otp_link/" OTP_LINK_VERSION " (PostgreSQL extension)"
+#define OTP_MAX_RESPONSE	(1024 * 1024)	/* abort bodies larger than this */
+
+StaticAssertDecl(OTP_HTTP_ERRBUF >= CURL_ERROR_SIZE,
+				 "OTP_HTTP_ERRBUF must hold CURL_ERROR_SIZE bytes");
+
+/* a socket libcurl wants us to watch */
+typedef struct OtpSocket
+{
+	curl_socket_t fd;
+	int			what;			/* CURL_POLL_IN / OUT / INOUT */
+} OtpSocket;
+
+static CURLM *multi = NULL;
+static int	inflight = 0;
+
+/* malloc'd: grown inside a libcurl callback, where palloc must not ERROR */
+static OtpSocket *sockets = NULL;
+static int	nsockets = 0;
+static int	maxsockets = 0;
+
+/* when libcurl wants curl_multi_socket_action(CURL_SOCKET_TIMEOUT) */
+static bool timer_set = false;
+static TimestampTz timer_deadline = 0;
+
+/*
+ * socket_cb: CURLMOPT_SOCKETFUNCTION; keeps the table of watched sockets.
+ * Returns -1 (libcurl then fails the transfer) only if malloc fails.
+ */
+static int
+socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	int			i;
+
+	for (i = 0; i < nsockets; i++)
+		if (sockets[i].fd == s)
+			break;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < nsockets)
+			sockets[i] = sockets[--nsockets];
+		return 0;
+	}
+	if (i == nsockets)
+	{
+		if (nsockets == maxsockets)
+		{
+			int			newmax = maxsockets ? maxsockets * 2 : 64;
+			OtpSocket  *n = realloc(sockets, newmax * sizeof(OtpSocket));
+
+			if (n == NULL)
+				return -1;
+			sockets = n;
+			maxsockets = newmax;
+		}
+		sockets[nsockets].fd = s;
+		nsockets++;
+	}
+	sockets[i].what = what;
+	return 0;
+}
+
+/*
+ * timer_cb: CURLMOPT_TIMERFUNCTION; remembers when libcurl wants to be
+ * called back.  A negative timeout deletes the timer.
+ */
+static int
+timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+	if (timeout_ms < 0)
+		timer_set = false;
+	else
+	{
+		timer_set = true;
+		timer_deadline = GetCurrentTimestamp() + (TimestampTz) timeout_ms * 1000;
+	}
+	return 0;
+}
+
+/*
+ * v4_allowed: whether an IPv4 address (host byte order) is a public unicast
+ * address.  Refuses "this network", RFC 1918, CGNAT, loopback, link-local,
+ * IETF protocol assignments, benchmarking, multicast, reserved, broadcast.
+ */
+static bool
+v4_allowed(uint32 a)
+{
+	uint32		b1 = a >> 24;
+	uint32		b2 = (a >> 16) & 0xff;
+	uint32		b3 = (a >> 8) & 0xff;
+
+	if (b1 == 0 || b1 == 10 || b1 == 127)
+		return false;
+	if (b1 == 100 && (b2 & 0xc0) == 64)
+		return false;			/* 100.64.0.0/10 CGNAT */
+	if (b1 == 169 && b2 == 254)
+		return false;			/* link-local, cloud metadata */
+	if (b1 == 172 && (b2 & 0xf0) == 16)
+		return false;
+	if (b1 == 192 && b2 == 168)
+		return false;
+	if (b1 == 192 && b2 == 0 && b3 == 0)
+		return false;			/* 192.0.0.0/24 */
+	if (b1 == 198 && (b2 & 0xfe) == 18)
+		return false;			/* 198.18.0.0/15 */
+	if (b1 >= 224)
+		return false;			/* multicast, reserved, broadcast */
+	return true;
+}
+
+/*
+ * v4_of: the IPv4 address (host byte order) at p[0..3].
+ */
+static uint32
+v4_of(const uint8 *p)
+{
+	return ((uint32) p[0] << 24) | ((uint32) p[1] << 16) |
+		((uint32) p[2] << 8) | (uint32) p[3];
+}
+
+/*
+ * otp_address_allowed: whether a resolved address is a public destination.
+ *
+ * IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible, NAT64 (64:ff9b::/96) and
+ * 6to4 (2002::/16) IPv6 addresses are judged by the IPv4 address they
+ * carry.  Writes a printable form of the address into desc.  Pure: never
+ * allocates, never ERRORs (it runs inside a libcurl callback).
+ */
+bool
+otp_address_allowed(const struct sockaddr *sa, char *desc, size_t desclen)
+{
+	if (desclen > 0)
+		desc[0] = '\0';
+
+	if (sa->sa_family == AF_INET)
+	{
+		const struct sockaddr_in *sin = (const struct sockaddr_in *) sa;
+
+		if (desclen > 0)
+			inet_ntop(AF_INET, &sin->sin_addr, desc, desclen);
+		return v4_allowed(ntohl(sin->sin_addr.s_addr));
+	}
+	else if (sa->sa_family == AF_INET6)
+	{
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *) sa;
+		const uint8 *b = sin6->sin6_addr.s6_addr;
+		static const uint8 zero12[12] = {0};
+		static const uint8 mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		static const uint8 nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+
+		if (desclen > 0)
+			inet_ntop(AF_INET6, &sin6->sin6_addr, desc, desclen);
+
+		if (memcmp(b, mapped, 12) == 0 || memcmp(b, nat64, 12) == 0)
+			return v4_allowed(v4_of(b + 12));
+		if (memcmp(b, zero12, 12) == 0)
+			return false;		/* ::, ::1 and deprecated ::a.b.c.d */
+		if (b[0] == 0x20 && b[1] == 0x02)
+			return v4_allowed(v4_of(b + 2));	/* 6to4 */
+		if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0)
+			return false;		/* Teredo */
+		if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8)
+			return false;		/* documentation */
+		if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b)
+			return false;		/* local-use NAT64 64:ff9b:1::/48 */
+		if (b[0] == 0x01 && b[1] == 0x00 && memcmp(b + 2, zero12, 6) == 0)
+			return false;		/* discard-only 100::/64 */
+		if ((b[0] & 0xfe) == 0xfc)
+			return false;		/* unique local fc00::/7 */
+		if (b[0] == 0xfe && (b[1] & 0x80) == 0x80)
+			return false;		/* link-local fe80::/10, site-local fec0::/10 */
+		if (b[0] == 0xff)
+			return false;		/* multicast */
+		return true;
+	}
+
+	if (desclen > 0)
+		snprintf(desc, desclen, "address family %d", sa->sa_family);
+	return false;
+}
+
+/*
+ * opensocket_cb: CURLOPT_OPENSOCKETFUNCTION; the safety check on the
+ * resolved address, right before libcurl connects.  Returns a new socket,
+ * or CURL_SOCKET_BAD to refuse the address.
+ */
+static curl_socket_t
+opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	OtpHttpRequest *req = (OtpHttpRequest *) clientp;
+
+	if (purpose == CURLSOCKTYPE_IPCXN && !otp_link_allow_private_networks)
+	{
+		char		desc[INET6_ADDRSTRLEN + 32];
+
+		if (!otp_address_allowed(&address->addr, desc, sizeof(desc)))
+		{
+			req->connect_refused = true;
+			snprintf(req->refusal, sizeof(req->refusal),
+					 "destination address %s is not public and otp_link.allow_private_networks is off",
+					 desc);
+			return CURL_SOCKET_BAD;
+		}
+	}
+	req->connect_allowed = true;
+	return socket(address->family, address->socktype, address->protocol);
+}
+
+/*
+ * write_cb: CURLOPT_WRITEFUNCTION; keeps the first OTP_HTTP_BODY_CAP bytes
+ * of the response body and discards the rest.
+ */
+static size_t
+write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	OtpHttpRequest *req = (OtpHttpRequest *) userdata;
+	size_t		n = size * nmemb;
+	size_t		room = OTP_HTTP_BODY_CAP - req->response_len;
+
+	if (room > 0)
+	{
+		size_t		take = Min(room, n);
+
+		memcpy(req->response + req->response_len, ptr, take);
+		req->response_len += take;
+		req->response[req->response_len] = '\0';
+	}
+	return n;
+}
+
+/*
+ * otp_http_init: global libcurl setup and the multi handle.  Called once at
+ * worker start; ERRORs (ERRCODE_SYSTEM_ERROR) if libcurl cannot start.
+ */
+void
+otp_http_init(void)
+{
+	if (multi != NULL)
+		return;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialize libcurl")));
+	multi = curl_multi_init();
+	if (multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not create a libcurl multi handle")));
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) otp_link_max_concurrency);
+}
+
+/*
+ * url_is_https: whether url starts with "https://" (case-insensitive).
+ */
+static bool
+url_is_https(const char *url)
+{
+	return pg_strncasecmp(url, "https://", 8) == 0;
+}
+
+/*
+ * otp_http_start: start one POST of req->body to req->url.
+ *
+ * On success the request is in flight and will come back from
+ * otp_http_collect(); returns true.  When it cannot be sent at all (no URL,
+ * plain http refused, libcurl failure) req->outcome and req->errbuf say why
+ * and false is returned.  Allocates the easy handle and header list with
+ * malloc (libcurl); never ERRORs.
+ */
+bool
+otp_http_start(OtpHttpRequest *req)
+{
+	CURL	   *easy;
+	struct curl_slist *slist = NULL;
+	CURLcode	rc;
+	int			i;
+
+	req->outcome = OTP_HTTP_PENDING;
+	req->http_status = 0;
+	req->retry_after_s = -1;
+	req->errbuf[0] = '\0';
+	req->refusal[0] = '\0';
+	req->response[0] = '\0';
+	req->response_len = 0;
+	req->connect_refused = false;
+	req->connect_allowed = false;
+
+	if (req->url == NULL || req->url[0] == '\0')
+	{
+		req->outcome = OTP_HTTP_INVALID;
+		strlcpy(req->errbuf, "no destination url", sizeof(req->errbuf));
+		return false;
+	}
+	if (!url_is_https(req->url) &&
+		!(otp_link_allow_http && pg_strncasecmp(req->url, "http://", 7) == 0))
+	{
+		req->outcome = OTP_HTTP_INVALID;
+		strlcpy(req->errbuf,
+				otp_link_allow_http ?
+				"destination url is neither http:// nor https://" :
+				"destination url is not https:// and otp_link.allow_http is off",
+				sizeof(req->errbuf));
+		return false;
+	}
+
+	easy = curl_easy_init();
+	if (easy == NULL)
+	{
+		req->outcome = OTP_HTTP_TRANSPORT_ERROR;
+		strlcpy(req->errbuf, "could not create a libcurl handle", sizeof(req->errbuf));
+		return false;
+	}
+
+	for (i = 0; i < req->nheaders; i++)
+	{
+		struct curl_slist *n = curl_slist_append(slist, req->headers[i]);
+
+		if (n == NULL)
+			goto fail;
+		slist = n;
+	}
+	/* no "Expect: 100-continue" round trip */
+	{
+		struct curl_slist *n = curl_slist_append(slist, "Expect:");
+
+		if (n == NULL)
+			goto fail;
+		slist = n;
+	}
+
+	rc = CURLE_OK;
+#define SETOPT(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(easy, opt, val); } while (0)
+	SETOPT(CURLOPT_PRIVATE, req);
+	SETOPT(CURLOPT_ERRORBUFFER, req->errbuf);
+	SETOPT(CURLOPT_URL, req->url);
+	SETOPT(CURLOPT_NOSIGNAL, 1L);
+	SETOPT(CURLOPT_PROTOCOLS_STR, otp_link_allow_http ? "http,https" : "https");
+	SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+	SETOPT(CURLOPT_PROXY, "");
+	SETOPT(CURLOPT_POST, 1L);
+	SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->bodylen);
+	SETOPT(CURLOPT_POSTFIELDS, req->body);
+	SETOPT(CURLOPT_HTTPHEADER, slist);
+	SETOPT(CURLOPT_USERAGENT, OTP_USER_AGENT);
+	SETOPT(CURLOPT_TIMEOUT_MS, (long) otp_link_timeout_ms);
+	SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long) Min(otp_link_connect_timeout_ms,
+												 otp_link_timeout_ms));
+	SETOPT(CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
+	SETOPT(CURLOPT_OPENSOCKETDATA, req);
+	SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
+	SETOPT(CURLOPT_WRITEDATA, req);
+	SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) OTP_MAX_RESPONSE);
+	SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+#undef SETOPT
+	if (rc != CURLE_OK)
+		goto fail;
+
+	if (curl_multi_add_handle(multi, easy) != CURLM_OK)
+		goto fail;
+
+	req->easy = easy;
+	req->slist = slist;
+	req->elapsed_us = GetCurrentTimestamp();	/* start time until done */
+	inflight++;
+	return true;
+
+fail:
+	curl_slist_free_all(slist);
+	curl_easy_cleanup(easy);
+	req->outcome = OTP_HTTP_TRANSPORT_ERROR;
+	if (req->errbuf[0] == '\0')
+		strlcpy(req->errbuf, "could not set up the libcurl request", sizeof(req->errbuf));
+	return false;
+}
+
+/*
+ * otp_http_inflight: number of requests started and not yet collected.
+ */
+int
+otp_http_inflight(void)
+{
+	return inflight;
+}
+
+/*
+ * otp_http_nsockets: number of sockets libcurl currently wants watched.
+ */
+int
+otp_http_nsockets(void)
+{
+	return nsockets;
+}
+
+/*
+ * otp_http_add_wait_events: add libcurl's sockets to a WaitEventSet that
+ * has room for otp_http_nsockets() more events.  ERRORs only as
+ * AddWaitEventToSet does.
+ */
+void
+otp_http_add_wait_events(struct WaitEventSet *set)
+{
+	int			i;
+
+	for (i = 0; i < nsockets; i++)
+	{
+		uint32		ev = 0;
+
+		if (sockets[i].what & CURL_POLL_IN)
+			ev |= WL_SOCKET_READABLE;
+		if (sockets[i].what & CURL_POLL_OUT)
+			ev |= WL_SOCKET_WRITEABLE;
+		if (ev != 0)
+			AddWaitEventToSet(set, ev, sockets[i].fd, NULL, NULL);
+	}
+}
+
+/*
+ * otp_http_socket_ready: tell libcurl that a socket is ready.
+ */
+void
+otp_http_socket_ready(int fd, uint32 events)
+{
+	int			ev = 0;
+	int			running;
+
+	if (events & WL_SOCKET_READABLE)
+		ev |= CURL_CSELECT_IN;
+	if (events & WL_SOCKET_WRITEABLE)
+		ev |= CURL_CSELECT_OUT;
+	curl_multi_socket_action(multi, fd, ev, &running);
+}
+
+/*
+ * otp_http_timeout_ms: how long the caller may sleep before libcurl needs
+ * attention (0: now), or -1 when libcurl has no timer.
+ */
+long
+otp_http_timeout_ms(void)
+{
+	TimestampTz now;
+
+	if (!timer_set)
+		return -1;
+	now = GetCurrentTimestamp();
+	if (timer_deadline <= now)
+		return 0;
+	return (long) ((timer_deadline - now + 999) / 1000);
+}
+
+/*
+ * otp_http_collect: run expired libcurl timers and return the requests that
+ * finished, as a List (allocated in CurrentMemoryContext) of
+ * OtpHttpRequest pointers with outcome, http_status, retry_after_s and
+ * errbuf filled in.  Their libcurl handles are released.  Never ERRORs
+ * except on out-of-memory.
+ */
+List *
+otp_http_collect(void)
+{
+	List	   *done = NIL;
+	CURLMsg    *msg;
+	int			left;
+
+	if (timer_set && timer_deadline <= GetCurrentTimestamp())
+	{
+		int			running;
+
+		timer_set = false;
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		CURL	   *easy = msg->easy_handle;
+		CURLcode	res = msg->data.result;
+		OtpHttpRequest *req = NULL;
+		long		code = 0;
+		curl_off_t	ra = -1;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req);
+		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
+
+		req->http_status = (int) code;
+		req->elapsed_us = GetCurrentTimestamp() - req->elapsed_us;
+		if (res == CURLE_OK ||
+			(code > 0 && (res == CURLE_WRITE_ERROR || res == CURLE_FILESIZE_EXCEEDED)))
+		{
+			req->outcome = OTP_HTTP_RESPONSE;
+			if (curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
+				req->retry_after_s = (int64) ra;
+		}
+		else if (req->connect_refused && !req->connect_allowed)
+		{
+			req->outcome = OTP_HTTP_REFUSED;
+			strlcpy(req->errbuf, req->refusal, sizeof(req->errbuf));
+		}
+		else if (res == CURLE_UNSUPPORTED_PROTOCOL || res == CURLE_URL_MALFORMAT)
+			req->outcome = OTP_HTTP_INVALID;
+		else
+			req->outcome = OTP_HTTP_TRANSPORT_ERROR;
+
+		if (req->outcome != OTP_HTTP_RESPONSE && req->errbuf[0] == '\0')
+			strlcpy(req->errbuf, curl_easy_strerror(res), sizeof(req->errbuf));
+
+		curl_multi_remove_handle(multi, easy);
+		curl_easy_cleanup(easy);
+		curl_slist_free_all((struct curl_slist *) req->slist);
+		req->easy = NULL;
+		req->slist = NULL;
+		inflight--;
+
+		done = lappend(done, req);
+	}
+	return done;
+}
