@@ -12,6 +12,8 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
@@ -118,6 +120,8 @@ _PG_init(void)
 							"Window in which links per (instance, rate_key) are counted.",
 							NULL, &otp_link_generate_window_s, 900, 1, 86400 * 7,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+
+	otp_code_define_gucs();
 
 	MarkGUCPrefixReserved("otp_link");
 
