@@ -123,6 +123,8 @@ _PG_init(void)
 							NULL, &otp_link_generate_window_s, 900, 1, 86400 * 7,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 
+	otp_code_define_gucs();
+
 	MarkGUCPrefixReserved("otp_link");
 
 	if (process_shared_preload_libraries_in_progress)

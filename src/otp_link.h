@@ -54,6 +54,7 @@ extern int	otp_link_generate_window_s;
 extern bool otp_link_preloaded;
 
 /* code.c: randomness and digests */
+extern void otp_code_define_gucs(void);
 extern void otp_random_code(char *dst);
 extern char *otp_random_token(void);
 extern char *otp_random_secret(void);
@@ -73,7 +74,6 @@ extern void otp_render_template(StringInfo dst, const char *tmpl,
 								const char *link, const char *name,
 								const char *code);
 extern bool otp_template_has(const char *tmpl, const char *placeholder);
-extern void otp_json_escape(StringInfo dst, const char *str);
 
 /* worker.c: background worker */
 extern void otp_link_register_worker(void);

@@ -1,0 +1,1026 @@
+/*-------------------------------------------------------------------------
+ *
+ * api.c
+ *	  SQL-callable functions that create instances and links and report on
+ *	  them: otp_link_instance_create, otp_link_generate,
+ *	  otp_link_whatsapp_url, otp_link_status and otp_link_cancel.
+ *
+ * Every input is checked before anything is written, and every check fails
+ * with a stable SQLSTATE (docs/sqlstates.md).  Table access goes through
+ * SPI with plans prepared once per backend and kept (SPI_keepplan).  The
+ * plain code exists only in the generate response; tables hold SHA-256
+ * digests.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/uuid.h"
+
+#include "otp_link.h"
+#include "api.h"
+
+PG_FUNCTION_INFO_V1(otp_link_whatsapp_url);
+PG_FUNCTION_INFO_V1(otp_link_instance_create);
+PG_FUNCTION_INFO_V1(otp_link_generate);
+PG_FUNCTION_INFO_V1(otp_link_status);
+PG_FUNCTION_INFO_V1(otp_link_cancel);
+
+#define MAX_METADATA_BYTES	16384
+#define CODE_ATTEMPTS		16
+
+static const char *const message_keys[] = {"prompt", "success", "failed", "expired", NULL};
+static const char *const callback_keys[] = {"success", "failed", "expired", NULL};
+static const char *const option_keys[] = {"messages", "callback", "link_url",
+"reply_endpoint", "limits", NULL};
+static const char *const limit_keys[] = {"generate_limit", "generate_window",
+	"unknown_code_limit", "unknown_code_window", "block_duration", NULL
+};
+static const char *const reply_keys[] = {"type", "url", "token", NULL};
+
+/* ----------------------------------------------------------------
+ * Helpers shared with consume.c
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * otp_prepare: prepare query once per backend and keep the plan in *plan.
+ * Must be called while connected to SPI; can ERROR on a bad query.
+ */
+SPIPlanPtr
+otp_prepare(SPIPlanPtr *plan, const char *query, int nargs, Oid *argtypes)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(query, nargs, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+				 query, SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	return *plan;
+}
+
+/*
+ * otp_spi_connect: SPI_connect, then switch back to the caller's memory
+ * context, so that what the caller pallocs (and otp_spi_text returns)
+ * survives SPI_finish.  SPI runs its queries in contexts of its own.
+ */
+void
+otp_spi_connect(void)
+{
+	MemoryContext caller = CurrentMemoryContext;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	MemoryContextSwitchTo(caller);
+}
+
+/*
+ * otp_spi_text: column col of row row of SPI_tuptable as a C string
+ * palloc'd in the current context, or NULL.
+ */
+char *
+otp_spi_text_row(uint64 row, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+								  col, &isnull);
+
+	if (isnull)
+		return NULL;
+	return TextDatumGetCString(d);
+}
+
+char *
+otp_spi_text(int col)
+{
+	return otp_spi_text_row(0, col);
+}
+
+/* JSON output: "key": value pairs appended to an object under construction */
+void
+otp_json_key(StringInfo buf, const char *key)
+{
+	if (buf->data[buf->len - 1] != '{')
+		appendStringInfoChar(buf, ',');
+	escape_json(buf, key);
+	appendStringInfoChar(buf, ':');
+}
+
+void
+otp_json_str(StringInfo buf, const char *key, const char *val)
+{
+	otp_json_key(buf, key);
+	if (val)
+		escape_json(buf, val);
+	else
+		appendStringInfoString(buf, "null");
+}
+
+void
+otp_json_raw(StringInfo buf, const char *key, const char *raw)
+{
+	otp_json_key(buf, key);
+	appendStringInfoString(buf, raw ? raw : "null");
+}
+
+/*
+ * otp_json_finish: close the object in buf and parse it into a Jsonb
+ * (palloc'd in the current context).
+ */
+Jsonb *
+otp_json_finish(StringInfo buf)
+{
+	appendStringInfoChar(buf, '}');
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf->data)));
+}
+
+/*
+ * otp_jsonb_get_text: the string value of key in object j, palloc'd; NULL
+ * when absent or JSON null.  ERROR if the value is not a string.
+ */
+char *
+otp_jsonb_get_text(Jsonb *j, const char *key)
+{
+	JsonbValue *v;
+
+	if (j == NULL || !JB_ROOT_IS_OBJECT(j))
+		return NULL;
+	v = getKeyJsonValueFromContainer(&j->root, key, strlen(key), NULL);
+	if (v == NULL || v->type == jbvNull)
+		return NULL;
+	if (v->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("value of \"%s\" must be a string", key)));
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/*
+ * otp_jsonb_get_object: the value of key in j if it is an object, as a new
+ * Jsonb; NULL when absent or null.  ERROR (22023) when it is not an object.
+ */
+Jsonb *
+otp_jsonb_get_object(Jsonb *j, const char *key, const char *what)
+{
+	JsonbValue *v;
+
+	if (j == NULL || !JB_ROOT_IS_OBJECT(j))
+		return NULL;
+	v = getKeyJsonValueFromContainer(&j->root, key, strlen(key), NULL);
+	if (v == NULL || v->type == jbvNull)
+		return NULL;
+	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s.%s must be a JSON object", what, key),
+				 errhint("See docs/sql-reference.md for the keys of %s.", key)));
+	return JsonbValueToJsonb(v);
+}
+
+/*
+ * otp_jsonb_get_int: integer value of key in j, or dflt when absent.
+ * ERROR (22023) when present but not a positive integer.
+ */
+int
+otp_jsonb_get_int(Jsonb *j, const char *key, int dflt)
+{
+	JsonbValue *v;
+	int64		n;
+
+	if (j == NULL || !JB_ROOT_IS_OBJECT(j))
+		return dflt;
+	v = getKeyJsonValueFromContainer(&j->root, key, strlen(key), NULL);
+	if (v == NULL || v->type == jbvNull)
+		return dflt;
+	if (v->type != jbvNumeric)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("limits.%s must be a number", key),
+				 errhint("Write it as a JSON number, e.g. {\"%s\": 10}.", key)));
+	n = DatumGetInt64(DirectFunctionCall1(numeric_int8,
+										  NumericGetDatum(v->val.numeric)));
+	if (n < 1 || n > INT_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("limits.%s must be between 1 and %d", key, INT_MAX),
+				 errhint("Durations are in seconds; counts are per window.")));
+	return (int) n;
+}
+
+/*
+ * check_object_keys: ERROR (22023) unless j is a JSON object whose keys are
+ * all in allowed and (if strings_only) whose values are strings or null.
+ * what names the argument in the message.
+ */
+static void
+check_object_keys(Jsonb *j, const char *what, const char *const *allowed,
+				  bool strings_only)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	StringInfoData keys;
+	int			i;
+
+	if (!JB_ROOT_IS_OBJECT(j) || JB_ROOT_IS_SCALAR(j))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object", what),
+				 errhint("Pass an object such as {\"%s\": \"...\"}.", allowed[0])));
+
+	it = JsonbIteratorInit(&j->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		bool		known = false;
+		char	   *key;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = pnstrdup(v.val.string.val, v.val.string.len);
+		for (i = 0; allowed[i]; i++)
+			if (strcmp(key, allowed[i]) == 0)
+				known = true;
+		if (!known)
+		{
+			initStringInfo(&keys);
+			for (i = 0; allowed[i]; i++)
+				appendStringInfo(&keys, "%s%s", i ? ", " : "", allowed[i]);
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown key \"%s\" in %s", key, what),
+					 errhint("The keys allowed in %s are: %s.", what, keys.data)));
+		}
+		tok = JsonbIteratorNext(&it, &v, true);
+		if (strings_only && tok == WJB_VALUE &&
+			v.type != jbvString && v.type != jbvNull)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s.%s must be a string", what, key),
+					 errhint("Every value in %s is a text or null.", what)));
+	}
+}
+
+/*
+ * check_text_len: ERROR (22001) if s has more than max characters.
+ */
+static void
+check_text_len(const char *s, int max, const char *what)
+{
+	if (s && pg_mbstrlen(s) > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("%s is longer than %d characters", what, max),
+				 max == OTP_MAX_TEXT_CHARS ?
+				 errhint("WhatsApp accepts text messages of at most %d characters.",
+						 OTP_MAX_TEXT_CHARS) :
+				 errhint("Shorten it to at most %d characters.", max)));
+}
+
+/*
+ * check_url: ERROR (22023) unless url is an absolute http(s) URL.
+ */
+static void
+check_url(const char *url, const char *what)
+{
+	const char *why = NULL;
+
+	if (url && !otp_url_is_http(url, &why))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is not an absolute http(s) URL: \"%s\"", what, url),
+				 errdetail("%s", why),
+				 errhint("Use a URL such as https://example.com/otp/callback.")));
+}
+
+/*
+ * otp_normalize_phone_or_error: normalised digits of input (palloc'd), or
+ * ERROR (22023) naming what.
+ */
+char *
+otp_normalize_phone_or_error(const char *input, const char *what)
+{
+	char		digits[16];
+
+	if (!otp_normalize_phone(input, digits, sizeof(digits)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: \"%s\"", what, input),
+				 errdetail("A phone number has 8 to 15 digits after removing '+', spaces, dashes, dots, parentheses and an @c.us suffix."),
+				 errhint("Write it in international format, e.g. +20 155 373 0661.")));
+	return pstrdup(digits);
+}
+
+/*
+ * link_url_check: ERROR unless tmpl holds {token} and is an http(s) URL
+ * once a token is substituted.
+ */
+static void
+link_url_check(const char *tmpl, const char *what)
+{
+	StringInfoData buf;
+	const char *p;
+
+	if (tmpl == NULL)
+		return;
+	p = strstr(tmpl, "{token}");
+	if (p == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must contain the placeholder {token}", what),
+				 errhint("Use a URL such as https://app.example/login?token={token}.")));
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, tmpl, p - tmpl);
+	appendStringInfoString(&buf, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+	appendStringInfoString(&buf, p + 7);
+	check_url(buf.data, what);
+}
+
+/*
+ * otp_link_url_render: tmpl with its first {token} replaced by token,
+ * palloc'd.
+ */
+char *
+otp_link_url_render(const char *tmpl, const char *token)
+{
+	StringInfoData buf;
+	const char *p = strstr(tmpl, "{token}");
+
+	initStringInfo(&buf);
+	if (p == NULL)
+	{
+		appendStringInfoString(&buf, tmpl);
+		return buf.data;
+	}
+	appendBinaryStringInfo(&buf, tmpl, p - tmpl);
+	appendStringInfoString(&buf, token);
+	appendStringInfoString(&buf, p + 7);
+	return buf.data;
+}
+
+/*
+ * check_options: validate otp_link_instance_create's options object.
+ */
+static void
+check_options(Jsonb *options)
+{
+	Jsonb	   *messages;
+	Jsonb	   *callback;
+	Jsonb	   *reply;
+	Jsonb	   *limits;
+	char	   *type;
+	int			i;
+
+	check_object_keys(options, "options", option_keys, false);
+
+	messages = otp_jsonb_get_object(options, "messages", "options");
+	if (messages)
+	{
+		check_object_keys(messages, "options.messages", message_keys, true);
+		for (i = 0; message_keys[i]; i++)
+			check_text_len(otp_jsonb_get_text(messages, message_keys[i]),
+						   OTP_MAX_TEXT_CHARS, "message text");
+	}
+	callback = otp_jsonb_get_object(options, "callback", "options");
+	if (callback)
+	{
+		check_object_keys(callback, "options.callback", callback_keys, true);
+		for (i = 0; callback_keys[i]; i++)
+			check_url(otp_jsonb_get_text(callback, callback_keys[i]), "callback URL");
+	}
+	link_url_check(otp_jsonb_get_text(options, "link_url"), "options.link_url");
+
+	reply = otp_jsonb_get_object(options, "reply_endpoint", "options");
+	if (reply)
+	{
+		check_object_keys(reply, "options.reply_endpoint", reply_keys, true);
+		type = otp_jsonb_get_text(reply, "type");
+		if (type == NULL || strcmp(type, "none") == 0)
+			 /* nothing to check */ ;
+		else if (strcmp(type, "whatsapp_cloud") == 0 || strcmp(type, "http") == 0)
+		{
+			char	   *url = otp_jsonb_get_text(reply, "url");
+
+			if (url == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("options.reply_endpoint.url is required for type \"%s\"", type),
+						 errhint("Give the URL replies are posted to.")));
+			check_url(url, "options.reply_endpoint.url");
+			if (strcmp(type, "whatsapp_cloud") == 0 &&
+				otp_jsonb_get_text(reply, "token") == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("options.reply_endpoint.token is required for type \"whatsapp_cloud\""),
+						 errhint("Use the access token of your WhatsApp Cloud API app.")));
+		}
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown reply endpoint type \"%s\"", type),
+					 errhint("Use \"none\", \"whatsapp_cloud\" or \"http\".")));
+	}
+
+	limits = otp_jsonb_get_object(options, "limits", "options");
+	if (limits)
+	{
+		check_object_keys(limits, "options.limits", limit_keys, false);
+		for (i = 0; limit_keys[i]; i++)
+			(void) otp_jsonb_get_int(limits, limit_keys[i], 1);
+	}
+}
+
+/*
+ * otp_instance_limit: the instance's options.limits.<key>, or dflt.
+ */
+int
+otp_instance_limit(Jsonb *options, const char *key, int dflt)
+{
+	Jsonb	   *limits;
+
+	if (options == NULL)
+		return dflt;
+	limits = otp_jsonb_get_object(options, "limits", "options");
+	return otp_jsonb_get_int(limits, key, dflt);
+}
+
+/* ----------------------------------------------------------------
+ * otp_link_whatsapp_url(phone text, prompt text, code text) RETURNS text
+ * ----------------------------------------------------------------
+ */
+Datum
+otp_link_whatsapp_url(PG_FUNCTION_ARGS)
+{
+	char	   *phone = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *prompt = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *code = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	char	   *digits = otp_normalize_phone_or_error(phone, "phone number");
+	char	   *prompt_utf8;
+
+	if (!otp_code_is_valid(code))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid code: \"%s\"", code),
+				 errhint("A code is eight upper-case letters A-Z, e.g. RDYFQUBX.")));
+	prompt_utf8 = pg_server_to_any(prompt, strlen(prompt), PG_UTF8);
+	PG_RETURN_TEXT_P(cstring_to_text(otp_whatsapp_url(digits, prompt_utf8, code)));
+}
+
+/* ----------------------------------------------------------------
+ * otp_link_instance_create(phone text, name text, options jsonb)
+ * ----------------------------------------------------------------
+ */
+Datum
+otp_link_instance_create(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	char	   *digits;
+	char	   *name = NULL;
+	Jsonb	   *options;
+	char	   *secret;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Oid			types[4] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID};
+	StringInfoData buf;
+	char	   *id;
+	char	   *created;
+	int			ret;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("phone must not be null"),
+				 errhint("Pass the instance's WhatsApp number, e.g. +20 155 373 0661.")));
+	digits = otp_normalize_phone_or_error(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+										  "phone number");
+	if (!PG_ARGISNULL(1))
+	{
+		name = text_to_cstring(PG_GETARG_TEXT_PP(1));
+		check_text_len(name, OTP_MAX_NAME_CHARS, "name");
+	}
+	if (PG_ARGISNULL(2))
+		options = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+	else
+		options = PG_GETARG_JSONB_P(2);
+	check_options(options);
+	secret = otp_random_secret();
+
+	values[0] = CStringGetTextDatum(digits);
+	values[1] = name ? CStringGetTextDatum(name) : (Datum) 0;
+	nulls[1] = name ? ' ' : 'n';
+	values[2] = JsonbPGetDatum(options);
+	values[3] = CStringGetTextDatum(secret);
+
+	otp_spi_connect();
+	otp_prepare(&plan,
+				"INSERT INTO otp_link.instances (phone, name, options, secret) "
+				"VALUES ($1, $2, $3, $4) ON CONFLICT (phone) DO NOTHING "
+				"RETURNING id::text, "
+				"to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')",
+				4, types);
+	ret = SPI_execute_plan(plan, values, nulls, false, 1);
+	if (ret != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("an instance for phone number %s already exists", digits),
+				 errhint("Look it up in otp_link.instances, or delete it first.")));
+	id = otp_spi_text(1);
+	created = otp_spi_text(2);
+	SPI_finish();
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	otp_json_str(&buf, "uuid", id);
+	otp_json_str(&buf, "phone", digits);
+	otp_json_str(&buf, "chat_id", psprintf("%s@c.us", digits));
+	otp_json_str(&buf, "name", name);
+	otp_json_str(&buf, "secret", secret);
+	otp_json_str(&buf, "created_at", created);
+	PG_RETURN_JSONB_P(otp_json_finish(&buf));
+}
+
+/*
+ * resolve_text: the first non-NULL of the link's, the instance's and the
+ * built-in value.
+ */
+static const char *
+resolve_text(Jsonb *given, Jsonb *inst, const char *key, const char *dflt)
+{
+	char	   *v = otp_jsonb_get_text(given, key);
+
+	if (v == NULL)
+		v = otp_jsonb_get_text(inst, key);
+	return v ? v : dflt;
+}
+
+/*
+ * rendered_chars: characters of tmpl once rendered with a link of
+ * link_len characters.
+ */
+static int
+rendered_chars(const char *tmpl, const char *name, int link_len)
+{
+	StringInfoData buf;
+	char	   *fake_link = palloc(link_len + 1);
+
+	memset(fake_link, 'x', link_len);
+	fake_link[link_len] = '\0';
+	initStringInfo(&buf);
+	otp_render_template(&buf, tmpl, fake_link, name, "AAAAAAAA");
+	return pg_mbstrlen(buf.data);
+}
+
+/*
+ * check_rate_limit: ERROR PT429 when (instance, rate_key) already has
+ * limit links within window seconds.  Takes a transaction-level advisory
+ * lock on the pair so that concurrent generates count each other.
+ */
+static void
+check_rate_limit(Datum instance, const char *rate_key, Jsonb *inst_options)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[3] = {UUIDOID, TEXTOID, INT4OID};
+	Datum		values[3];
+	int			limit = otp_instance_limit(inst_options, "generate_limit",
+										   otp_link_generate_limit);
+	int			window = otp_instance_limit(inst_options, "generate_window",
+											otp_link_generate_window_s);
+	int64		count;
+	bool		isnull;
+
+	values[0] = instance;
+	values[1] = CStringGetTextDatum(rate_key);
+	values[2] = Int32GetDatum(window);
+	otp_prepare(&plan,
+				"SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2, 7281)), "
+				"(SELECT count(*) FROM otp_link.links WHERE instance_id = $1 AND rate_key = $2 "
+				"AND created_at > now() - make_interval(secs => $3))",
+				3, types);
+	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "rate limit query failed");
+	count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 2, &isnull));
+	if (count >= limit)
+		ereport(ERROR,
+				(errcode(OTP_ERRCODE_RATE_LIMITED),
+				 errmsg("too many links for rate key \"%s\"", rate_key),
+				 errdetail("%lld links were generated for this rate key in the last %d seconds; the limit is %d.",
+						   (long long) count, window, limit),
+				 errhint("Wait before asking for another link.")));
+}
+
+/* ----------------------------------------------------------------
+ * otp_link_generate(instance uuid, expires integer, name text,
+ *		message jsonb, callback jsonb, phone text, binding text,
+ *		link_url text, rate_key text, metadata jsonb) RETURNS jsonb
+ * ----------------------------------------------------------------
+ */
+Datum
+otp_link_generate(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr inst_plan = NULL;
+	static SPIPlanPtr ins_plan = NULL;
+	Oid			inst_types[1] = {UUIDOID};
+	Oid			ins_types[11] = {UUIDOID, BYTEAOID, TEXTOID, JSONBOID, JSONBOID,
+		TEXTOID, BYTEAOID, TEXTOID, TEXTOID, JSONBOID, INT4OID};
+	Datum		values[11];
+	char		nulls[11];
+	int32		expires;
+	char	   *name = NULL;
+	Jsonb	   *message = NULL;
+	Jsonb	   *callback = NULL;
+	char	   *phone = NULL;
+	char	   *binding = NULL;
+	char	   *link_url = NULL;
+	char	   *rate_key = NULL;
+	Jsonb	   *metadata = NULL;
+	char	   *inst_phone;
+	Jsonb	   *inst_options = NULL;
+	Jsonb	   *inst_messages;
+	Jsonb	   *inst_callback;
+	const char *prompt;
+	const char *texts[4];
+	char	   *prompt_rendered;
+	char	   *prompt_utf8;
+	char		code[OTP_CODE_LEN + 1];
+	StringInfoData buf;
+	char	   *id = NULL;
+	char	   *created = NULL;
+	char	   *expires_at = NULL;
+	int			attempt;
+	int			i;
+	bool		isnull;
+
+	/* ---- arguments ---- */
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("instance must not be null"),
+				 errhint("Pass the uuid returned by otp_link_instance_create.")));
+	expires = PG_ARGISNULL(1) ? 1800 : PG_GETARG_INT32(1);
+	if (expires <= 0 || expires > OTP_MAX_EXPIRES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expires must be between 1 and %d seconds, not %d",
+						OTP_MAX_EXPIRES, expires),
+				 errhint("Omit it for the default of 1800 seconds (30 minutes).")));
+	if (!PG_ARGISNULL(2))
+	{
+		name = text_to_cstring(PG_GETARG_TEXT_PP(2));
+		check_text_len(name, OTP_MAX_NAME_CHARS, "name");
+	}
+	if (!PG_ARGISNULL(3))
+	{
+		message = PG_GETARG_JSONB_P(3);
+		check_object_keys(message, "message", message_keys, true);
+	}
+	if (!PG_ARGISNULL(4))
+	{
+		callback = PG_GETARG_JSONB_P(4);
+		check_object_keys(callback, "callback", callback_keys, true);
+	}
+	if (!PG_ARGISNULL(5))
+		phone = otp_normalize_phone_or_error(text_to_cstring(PG_GETARG_TEXT_PP(5)),
+											 "phone number");
+	if (!PG_ARGISNULL(6))
+	{
+		binding = text_to_cstring(PG_GETARG_TEXT_PP(6));
+		if (strlen(binding) < 16 || strlen(binding) > OTP_MAX_KEY_LEN)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("binding must be 16 to %d bytes long", OTP_MAX_KEY_LEN),
+					 errhint("Use a random value of at least 128 bits kept in the browser, e.g. a cookie.")));
+	}
+	if (!PG_ARGISNULL(7))
+	{
+		link_url = text_to_cstring(PG_GETARG_TEXT_PP(7));
+		link_url_check(link_url, "link_url");
+	}
+	if (!PG_ARGISNULL(8))
+	{
+		rate_key = text_to_cstring(PG_GETARG_TEXT_PP(8));
+		if (strlen(rate_key) > OTP_MAX_KEY_LEN)
+			ereport(ERROR,
+					(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+					 errmsg("rate_key is longer than %d bytes", OTP_MAX_KEY_LEN),
+					 errhint("Use a short identifier of the asker, e.g. \"ip:203.0.113.5\" or \"user:42\".")));
+	}
+	if (!PG_ARGISNULL(9))
+	{
+		metadata = PG_GETARG_JSONB_P(9);
+		if (VARSIZE(metadata) > MAX_METADATA_BYTES)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("metadata is larger than %d bytes", MAX_METADATA_BYTES),
+					 errhint("Keep an identifier in metadata and the rest in your own tables.")));
+	}
+
+	otp_spi_connect();
+
+	/* ---- the instance ---- */
+	values[0] = PG_GETARG_DATUM(0);
+	otp_prepare(&inst_plan,
+				"SELECT phone, name, options FROM otp_link.instances WHERE id = $1",
+				1, inst_types);
+	if (SPI_execute_plan(inst_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "instance lookup failed");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(OTP_ERRCODE_NOT_FOUND),
+				 errmsg("instance %s does not exist",
+						DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(0)))),
+				 errhint("Create one with otp_link_instance_create.")));
+	inst_phone = otp_spi_text(1);
+	if (name == NULL)
+		name = otp_spi_text(2);
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+
+		if (!isnull)
+			inst_options = DatumGetJsonbPCopy(d);
+	}
+	inst_messages = otp_jsonb_get_object(inst_options, "messages", "options");
+	inst_callback = otp_jsonb_get_object(inst_options, "callback", "options");
+	if (link_url == NULL)
+		link_url = otp_jsonb_get_text(inst_options, "link_url");
+
+	/* ---- texts ---- */
+	prompt = resolve_text(message, inst_messages, "prompt",
+						  name ? "Give me link to login at {name}" : "Give me link to login");
+	texts[0] = resolve_text(message, inst_messages, "success",
+							link_url ? "Here is your login link: {link}" :
+							"Your WhatsApp number is verified.");
+	texts[1] = resolve_text(message, inst_messages, "failed",
+							"Login failed, please try again later.");
+	texts[2] = resolve_text(message, inst_messages, "expired",
+							"The link has expired, please ask for a new one.");
+	if (otp_template_has(prompt, "{link}"))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the prompt cannot contain {link}"),
+				 errdetail("The login link exists only once the code is verified."),
+				 errhint("Use {link} in the success text.")));
+	if (link_url == NULL)
+	{
+		for (i = 0; i < 3; i++)
+			if (otp_template_has(texts[i], "{link}"))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("message text uses {link} but no link URL is known"),
+						 errhint("Pass link_url (e.g. https://app.example/login?token={token}) or set link_url in the instance's options.")));
+	}
+	for (i = 0; i < 3; i++)
+		if (rendered_chars(texts[i], name,
+						   link_url ? (int) strlen(link_url) + 36 : 0) > OTP_MAX_TEXT_CHARS)
+			ereport(ERROR,
+					(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+					 errmsg("message.%s is longer than %d characters once rendered",
+							message_keys[i + 1], OTP_MAX_TEXT_CHARS),
+					 errhint("WhatsApp accepts text messages of at most %d characters.",
+							 OTP_MAX_TEXT_CHARS)));
+	/* the prompt plus " [XXXXXXXX] - DO NOT CHANGE THIS MESSAGE" */
+	if (rendered_chars(prompt, name, 0) + 40 > OTP_MAX_TEXT_CHARS)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("message.prompt is longer than %d characters once rendered",
+						OTP_MAX_TEXT_CHARS - 40),
+				 errhint("WhatsApp accepts text messages of at most %d characters, and the code and its warning take 40.",
+						 OTP_MAX_TEXT_CHARS)));
+
+	/* ---- callbacks ---- */
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (i = 0; callback_keys[i]; i++)
+	{
+		const char *url = resolve_text(callback, inst_callback, callback_keys[i], NULL);
+
+		check_url(url, "callback URL");
+		if (url)
+			otp_json_str(&buf, callback_keys[i], url);
+	}
+	values[4] = JsonbPGetDatum(otp_json_finish(&buf));
+
+	if (rate_key)
+		check_rate_limit(PG_GETARG_DATUM(0), rate_key, inst_options);
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	otp_json_str(&buf, "prompt", prompt);
+	otp_json_str(&buf, "success", texts[0]);
+	otp_json_str(&buf, "failed", texts[1]);
+	otp_json_str(&buf, "expired", texts[2]);
+	values[3] = JsonbPGetDatum(otp_json_finish(&buf));
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = PG_GETARG_DATUM(0);
+	values[2] = name ? CStringGetTextDatum(name) : (Datum) 0;
+	nulls[2] = name ? ' ' : 'n';
+	values[5] = phone ? CStringGetTextDatum(phone) : (Datum) 0;
+	nulls[5] = phone ? ' ' : 'n';
+	values[6] = binding ? PointerGetDatum(otp_sha256_bytea(binding, strlen(binding))) : (Datum) 0;
+	nulls[6] = binding ? ' ' : 'n';
+	values[7] = link_url ? CStringGetTextDatum(link_url) : (Datum) 0;
+	nulls[7] = link_url ? ' ' : 'n';
+	values[8] = rate_key ? CStringGetTextDatum(rate_key) : (Datum) 0;
+	nulls[8] = rate_key ? ' ' : 'n';
+	values[9] = metadata ? JsonbPGetDatum(metadata) : (Datum) 0;
+	nulls[9] = metadata ? ' ' : 'n';
+	values[10] = Int32GetDatum(expires);
+
+	otp_prepare(&ins_plan,
+				"INSERT INTO otp_link.links (id, instance_id, code_hash, name, messages, callbacks, "
+				"phone, binding_hash, link_url, rate_key, metadata, created_at, expires_at) "
+				"VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+				"date_trunc('second', now()), date_trunc('second', now()) + make_interval(secs => $11)) "
+				"ON CONFLICT (code_hash) DO NOTHING "
+				"RETURNING id::text, "
+				"to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"'), "
+				"to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')",
+				11, ins_types);
+
+	/* a fresh code until one is not taken (collisions are rare) */
+	for (attempt = 0; attempt < CODE_ATTEMPTS; attempt++)
+	{
+		int			ret;
+
+		otp_random_code(code);
+		values[1] = PointerGetDatum(otp_sha256_bytea(code, OTP_CODE_LEN));
+		ret = SPI_execute_plan(ins_plan, values, nulls, false, 1);
+		if (ret != SPI_OK_INSERT_RETURNING)
+			elog(ERROR, "link insert failed: %s", SPI_result_code_string(ret));
+		if (SPI_processed == 1)
+		{
+			id = otp_spi_text(1);
+			created = otp_spi_text(2);
+			expires_at = otp_spi_text(3);
+			break;
+		}
+	}
+	SPI_finish();
+	if (id == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("could not find a free code after %d attempts", CODE_ATTEMPTS),
+				 errhint("Purge old links (otp_link.retention) so that codes are freed.")));
+
+	/* ---- the response ---- */
+	initStringInfo(&buf);
+	otp_render_template(&buf, prompt, NULL, name, code);
+	prompt_rendered = buf.data;
+	prompt_utf8 = pg_server_to_any(prompt_rendered, strlen(prompt_rendered), PG_UTF8);
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	otp_json_str(&buf, "uuid", id);
+	otp_json_str(&buf, "code", code);
+	otp_json_str(&buf, "chat_id", psprintf("%s@c.us", inst_phone));
+	otp_json_str(&buf, "status", "pending");
+	otp_json_str(&buf, "otp_type", "link");
+	otp_json_str(&buf, "expires_at", expires_at);
+	otp_json_str(&buf, "created_at", created);
+	otp_json_str(&buf, "whatsapp_link", otp_whatsapp_url(inst_phone, prompt_utf8, code));
+	explicit_bzero(code, sizeof(code));
+	PG_RETURN_JSONB_P(otp_json_finish(&buf));
+}
+
+/*
+ * otp_status_json: the status object of link id (a uuid Datum), built with
+ * SPI (caller connected).  Returns NULL when the link does not exist.
+ * extra_key/extra_val add one more key (e.g. "cancelled": true).
+ */
+Jsonb *
+otp_status_json(Datum id, const char *extra_key, const char *extra_val)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1];
+	StringInfoData buf;
+	char	   *row[12];
+	int			i;
+
+	values[0] = id;
+	otp_prepare(&plan,
+				"SELECT l.id::text, "
+				"CASE WHEN l.status = 'pending' AND l.expires_at <= now() THEN 'expired' ELSE l.status END, "
+				"i.phone || '@c.us', l.chat_id, "
+				"to_char(l.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"'), "
+				"to_char(l.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"'), "
+				"to_char(l.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"'), "
+				"l.reason, l.messages_received::text, "
+				"(l.redeemed_at IS NOT NULL)::text, l.metadata::text, "
+				"(l.phone IS NOT NULL)::text "
+				"FROM otp_link.links l JOIN otp_link.instances i ON i.id = l.instance_id "
+				"WHERE l.id = $1",
+				1, types);
+	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "status lookup failed");
+	if (SPI_processed == 0)
+		return NULL;
+	for (i = 0; i < 12; i++)
+		row[i] = otp_spi_text(i + 1);
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	otp_json_str(&buf, "uuid", row[0]);
+	otp_json_str(&buf, "status", row[1]);
+	otp_json_str(&buf, "otp_type", "link");
+	otp_json_str(&buf, "chat_id", row[2]);
+	otp_json_str(&buf, "verified_chat_id", row[3]);
+	otp_json_str(&buf, "created_at", row[4]);
+	otp_json_str(&buf, "expires_at", row[5]);
+	otp_json_str(&buf, "finished_at", row[6]);
+	otp_json_str(&buf, "reason", row[7]);
+	otp_json_raw(&buf, "messages_received", row[8]);
+	otp_json_raw(&buf, "redeemed", row[9]);
+	otp_json_raw(&buf, "phone_bound", row[11]);
+	otp_json_raw(&buf, "metadata", row[10]);
+	if (extra_key)
+		otp_json_raw(&buf, extra_key, extra_val);
+	return otp_json_finish(&buf);
+}
+
+/*
+ * no_such_link: ERROR P0002 for link id.
+ */
+static void
+no_such_link(Datum id)
+{
+	ereport(ERROR,
+			(errcode(OTP_ERRCODE_NOT_FOUND),
+			 errmsg("link %s does not exist",
+					DatumGetCString(DirectFunctionCall1(uuid_out, id))),
+			 errhint("Pass the uuid returned by otp_link_generate.")));
+}
+
+/* ----------------------------------------------------------------
+ * otp_link_status(uuid uuid) RETURNS jsonb
+ * ----------------------------------------------------------------
+ */
+Datum
+otp_link_status(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *result;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("uuid must not be null"),
+				 errhint("Pass the uuid returned by otp_link_generate.")));
+	otp_spi_connect();
+	result = otp_status_json(PG_GETARG_DATUM(0), NULL, NULL);
+	if (result == NULL)
+		no_such_link(PG_GETARG_DATUM(0));
+	SPI_finish();
+	PG_RETURN_JSONB_P(result);
+}
+
+/* ----------------------------------------------------------------
+ * otp_link_cancel(uuid uuid) RETURNS jsonb
+ *
+ * A pending link becomes failed with reason "cancelled"; no reply and no
+ * callback are queued (the application asked for it).  Any other link is
+ * left as it is.  The result is the status object with "cancelled".
+ * ----------------------------------------------------------------
+ */
+Datum
+otp_link_cancel(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1];
+	Jsonb	   *result;
+	bool		cancelled;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("uuid must not be null"),
+				 errhint("Pass the uuid returned by otp_link_generate.")));
+	values[0] = PG_GETARG_DATUM(0);
+	otp_spi_connect();
+	otp_prepare(&plan,
+				"UPDATE otp_link.links SET status = 'failed', reason = 'cancelled', "
+				"finished_at = now() WHERE id = $1 AND status = 'pending' "
+				"AND expires_at > now()",
+				1, types);
+	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_UPDATE)
+		elog(ERROR, "cancel failed");
+	cancelled = (SPI_processed == 1);
+	result = otp_status_json(values[0], "cancelled", cancelled ? "true" : "false");
+	if (result == NULL)
+		no_such_link(values[0]);
+	SPI_finish();
+	PG_RETURN_JSONB_P(result);
+}

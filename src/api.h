@@ -1,0 +1,39 @@
+/*-------------------------------------------------------------------------
+ *
+ * api.h
+ *	  Helpers shared by the SQL-callable functions (api.c, consume.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OTP_LINK_API_H
+#define OTP_LINK_API_H
+
+#include "executor/spi.h"
+#include "utils/jsonb.h"
+
+/* SQLSTATEs of our own: PostgREST answers PTxyz with HTTP status xyz */
+#define OTP_ERRCODE_RATE_LIMITED	MAKE_SQLSTATE('P','T','4','2','9')
+#define OTP_ERRCODE_NOT_FOUND		MAKE_SQLSTATE('P','T','4','0','4')
+
+extern void otp_spi_connect(void);
+extern SPIPlanPtr otp_prepare(SPIPlanPtr *plan, const char *query, int nargs,
+							  Oid *argtypes);
+extern char *otp_spi_text(int col);
+extern char *otp_spi_text_row(uint64 row, int col);
+
+extern void otp_json_key(StringInfo buf, const char *key);
+extern void otp_json_str(StringInfo buf, const char *key, const char *val);
+extern void otp_json_raw(StringInfo buf, const char *key, const char *raw);
+extern Jsonb *otp_json_finish(StringInfo buf);
+
+extern char *otp_jsonb_get_text(Jsonb *j, const char *key);
+extern Jsonb *otp_jsonb_get_object(Jsonb *j, const char *key, const char *what);
+extern int	otp_jsonb_get_int(Jsonb *j, const char *key, int dflt);
+extern int	otp_instance_limit(Jsonb *options, const char *key, int dflt);
+
+extern char *otp_normalize_phone_or_error(const char *input, const char *what);
+extern char *otp_link_url_render(const char *tmpl, const char *token);
+extern Jsonb *otp_status_json(Datum id, const char *extra_key,
+							  const char *extra_val);
+
+#endif							/* OTP_LINK_API_H */

@@ -1,0 +1,330 @@
+/*-------------------------------------------------------------------------
+ *
+ * text.c
+ *	  Link and message text: URL encoding, the wa.me link, phone numbers,
+ *	  callback URL checks, code extraction and template rendering.
+ *
+ * These functions do no catalog or table access and never ERROR on bad
+ * input: they report it through their return value so the caller can
+ * raise the right SQLSTATE.  Output goes to a caller-supplied StringInfo
+ * or buffer; only otp_whatsapp_url pallocs its result.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/memutils.h"
+
+#include "otp_link.h"
+
+#define WA_SUFFIX "] - DO NOT CHANGE THIS MESSAGE"
+
+static const char hexdigits[] = "0123456789ABCDEF";
+
+/*
+ * otp_form_urlencode: append src[0..len) to dst encoded as an HTML form
+ * would: A-Z a-z 0-9 - _ . ~ as they are, space as '+', every other byte
+ * as %XX (upper-case hex).  The input is expected to be UTF-8 already.
+ */
+void
+otp_form_urlencode(StringInfo dst, const char *src, size_t len)
+{
+	size_t		i;
+
+	enlargeStringInfo(dst, (int) Min(len * 3, (size_t) MaxAllocSize / 2));
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) src[i];
+
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			(c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' ||
+			c == '~')
+			appendStringInfoChar(dst, (char) c);
+		else if (c == ' ')
+			appendStringInfoChar(dst, '+');
+		else
+		{
+			appendStringInfoChar(dst, '%');
+			appendStringInfoChar(dst, hexdigits[c >> 4]);
+			appendStringInfoChar(dst, hexdigits[c & 0x0F]);
+		}
+	}
+}
+
+/*
+ * otp_whatsapp_url: "https://wa.me/<digits>?text=<prompt> [<code>] - DO NOT
+ * CHANGE THIS MESSAGE", form-encoded; an empty prompt leaves the text
+ * starting at the bracket.  prompt must be UTF-8.  Returns a palloc'd
+ * string.
+ */
+char *
+otp_whatsapp_url(const char *phone_digits, const char *prompt,
+				 const char *code)
+{
+	StringInfoData buf;
+	size_t		plen = strlen(prompt);
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "https://wa.me/");
+	appendStringInfoString(&buf, phone_digits);
+	appendStringInfoString(&buf, "?text=");
+	if (plen > 0)
+	{
+		otp_form_urlencode(&buf, prompt, plen);
+		appendStringInfoChar(&buf, '+');
+	}
+	otp_form_urlencode(&buf, "[", 1);
+	otp_form_urlencode(&buf, code, strlen(code));
+	otp_form_urlencode(&buf, WA_SUFFIX, strlen(WA_SUFFIX));
+	return buf.data;
+}
+
+/*
+ * otp_normalize_phone: turn "201234567890@c.us", "+20 123 456-7890",
+ * "(20) 123.456.7890" or plain digits into 8-15 digits in dst (dstlen >=
+ * 16).  Separators allowed: space, '-', '.', '(', ')' and one leading '+'.
+ * Returns false for anything else.
+ */
+bool
+otp_normalize_phone(const char *input, char *dst, size_t dstlen)
+{
+	const char *p = input;
+	const char *end = input + strlen(input);
+	size_t		n = 0;
+
+	Assert(dstlen >= 16);
+
+	/* WhatsApp ids: <digits>@c.us or <digits>@s.whatsapp.net */
+	if (end - p > 5 && pg_strcasecmp(end - 5, "@c.us") == 0)
+		end -= 5;
+	else if (end - p > 15 && pg_strcasecmp(end - 15, "@s.whatsapp.net") == 0)
+		end -= 15;
+
+	while (p < end && *p == ' ')
+		p++;
+	if (p < end && *p == '+')
+		p++;
+	for (; p < end; p++)
+	{
+		if (*p >= '0' && *p <= '9')
+		{
+			if (n >= 15)
+				return false;
+			dst[n++] = *p;
+		}
+		else if (*p != ' ' && *p != '-' && *p != '.' && *p != '(' && *p != ')')
+			return false;
+	}
+	dst[n] = '\0';
+	(void) dstlen;
+	return n >= 8;
+}
+
+/*
+ * otp_extract_code: find the first "[XXXXXXXX]" (eight ASCII letters, any
+ * case, optional spaces inside the brackets) in body[0..len) and write it
+ * upper-cased with a NUL into dst (OTP_CODE_LEN + 1 bytes).  Returns false
+ * when the body holds no code; a body without '[' costs one memchr.
+ */
+bool
+otp_extract_code(const char *body, size_t len, char *dst)
+{
+	const char *p = body;
+	const char *end = body + len;
+
+	while ((p = memchr(p, '[', end - p)) != NULL)
+	{
+		const char *q = p + 1;
+		int			n = 0;
+
+		while (q < end && *q == ' ')
+			q++;
+		while (q < end && n < OTP_CODE_LEN &&
+			   ((*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z')))
+		{
+			dst[n++] = (*q >= 'a') ? (*q - 'a' + 'A') : *q;
+			q++;
+		}
+		while (q < end && *q == ' ')
+			q++;
+		if (n == OTP_CODE_LEN && q < end && *q == ']')
+		{
+			dst[OTP_CODE_LEN] = '\0';
+			return true;
+		}
+		p++;
+	}
+	return false;
+}
+
+/*
+ * otp_url_is_http: true if url is an absolute http:// or https:// URL with
+ * a host, an optional numeric port, no whitespace or control characters
+ * and at most OTP_MAX_URL_LEN bytes.  On false, *why (if not NULL) points
+ * to a static English sentence.
+ */
+bool
+otp_url_is_http(const char *url, const char **why)
+{
+	size_t		len = strlen(url);
+	const char *p;
+	const char *host;
+	const char *hostend;
+	const char *at;
+	size_t		i;
+
+	if (len > OTP_MAX_URL_LEN)
+	{
+		if (why)
+			*why = "The URL is longer than 2048 bytes.";
+		return false;
+	}
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) url[i];
+
+		if (c <= 0x20 || c == 0x7F)
+		{
+			if (why)
+				*why = "The URL contains whitespace or control characters.";
+			return false;
+		}
+	}
+	if (pg_strncasecmp(url, "https://", 8) == 0)
+		p = url + 8;
+	else if (pg_strncasecmp(url, "http://", 7) == 0)
+		p = url + 7;
+	else
+	{
+		if (why)
+			*why = "The URL does not start with http:// or https://.";
+		return false;
+	}
+
+	/* authority ends at the first '/', '?' or '#' */
+	hostend = p + strcspn(p, "/?#");
+	/* skip userinfo */
+	host = p;
+	while ((at = memchr(host, '@', hostend - host)) != NULL)
+		host = at + 1;
+
+	if (host < hostend && *host == '[')
+	{
+		const char *close = memchr(host, ']', hostend - host);
+
+		if (close == NULL || close == host + 1)
+		{
+			if (why)
+				*why = "The URL has a malformed IPv6 host.";
+			return false;
+		}
+		p = close + 1;
+	}
+	else
+	{
+		p = host;
+		while (p < hostend && *p != ':')
+		{
+			if (!(isalnum((unsigned char) *p) || *p == '-' || *p == '.' ||
+				  *p == '_' || (unsigned char) *p >= 0x80))
+			{
+				if (why)
+					*why = "The URL's host contains characters a host name cannot have.";
+				return false;
+			}
+			p++;
+		}
+		if (p == host)
+		{
+			if (why)
+				*why = "The URL has no host.";
+			return false;
+		}
+	}
+	if (p < hostend)
+	{
+		int			digits = 0;
+		long		port = 0;
+
+		if (*p != ':')
+		{
+			if (why)
+				*why = "The URL has characters after its host.";
+			return false;
+		}
+		for (p++; p < hostend; p++, digits++)
+		{
+			if (!isdigit((unsigned char) *p) || digits >= 5)
+			{
+				if (why)
+					*why = "The URL's port is not a number.";
+				return false;
+			}
+			port = port * 10 + (*p - '0');
+		}
+		if (digits == 0 || port < 1 || port > 65535)
+		{
+			if (why)
+				*why = "The URL's port is not between 1 and 65535.";
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * otp_template_has: true if tmpl contains placeholder (e.g. "{link}").
+ */
+bool
+otp_template_has(const char *tmpl, const char *placeholder)
+{
+	return tmpl != NULL && strstr(tmpl, placeholder) != NULL;
+}
+
+/*
+ * otp_render_template: append tmpl to dst with {link}, {name} and {code}
+ * replaced by the given values (NULL renders as nothing).  One pass: a
+ * value is copied literally and never expanded again, so a name holding
+ * "{link}" stays "{link}".  Other braces are copied as they are.
+ */
+void
+otp_render_template(StringInfo dst, const char *tmpl, const char *link,
+					const char *name, const char *code)
+{
+	const char *p = tmpl;
+
+	while (*p)
+	{
+		const char *brace = strchr(p, '{');
+
+		if (brace == NULL)
+		{
+			appendStringInfoString(dst, p);
+			return;
+		}
+		appendBinaryStringInfo(dst, p, brace - p);
+		if (strncmp(brace, "{link}", 6) == 0)
+		{
+			if (link)
+				appendStringInfoString(dst, link);
+			p = brace + 6;
+		}
+		else if (strncmp(brace, "{name}", 6) == 0)
+		{
+			if (name)
+				appendStringInfoString(dst, name);
+			p = brace + 6;
+		}
+		else if (strncmp(brace, "{code}", 6) == 0)
+		{
+			if (code)
+				appendStringInfoString(dst, code);
+			p = brace + 6;
+		}
+		else
+		{
+			appendStringInfoChar(dst, '{');
+			p = brace + 1;
+		}
+	}
+}
