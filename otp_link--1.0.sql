@@ -236,6 +236,14 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION otp_link.otp_link_redeem(text, text) IS
 'Exchanges the one-time {link} token once; result: redeemed, invalid_token, already_redeemed, token_expired or binding_mismatch';
 
+CREATE FUNCTION otp_link.otp_link_verify_meta_signature(payload text, signature text,
+														app_secret text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'otp_link_verify_meta_signature'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION otp_link.otp_link_verify_meta_signature(text, text, text) IS
+'True when signature (the X-Hub-Signature-256 header, sha256=<hex>) signs payload with app_secret';
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA otp_link FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_whatsapp_url(text, text, text)
 	TO otp_link_app, otp_link_inbox, otp_link_admin;
@@ -249,5 +257,6 @@ GRANT EXECUTE ON FUNCTION otp_link.otp_link_instance_create(text, text, jsonb),
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_redeem(text, text) TO otp_link_app, otp_link_admin;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_consume_message(text, text, text, uuid),
 	otp_link.otp_link_consume_trigger(),
-	otp_link.otp_link_consume_webhook(jsonb)
+	otp_link.otp_link_consume_webhook(jsonb),
+	otp_link.otp_link_verify_meta_signature(text, text, text)
 	TO otp_link_inbox, otp_link_admin;
