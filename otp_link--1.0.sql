@@ -72,6 +72,8 @@ CREATE UNIQUE INDEX links_code_hash_key ON otp_link.links (code_hash);
 CREATE INDEX links_pending_expires_idx ON otp_link.links (expires_at) WHERE status = 'pending';
 /* rate limits per (instance, rate_key); also serves the foreign key */
 CREATE INDEX links_instance_rate_idx ON otp_link.links (instance_id, rate_key, created_at);
+/* monitoring windows over created_at: BRIN is nearly free to maintain */
+CREATE INDEX links_created_brin ON otp_link.links USING brin (created_at);
 /* redeem */
 CREATE UNIQUE INDEX links_token_hash_key ON otp_link.links (token_hash) WHERE token_hash IS NOT NULL;
 
@@ -244,6 +246,94 @@ LANGUAGE C IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION otp_link.otp_link_verify_meta_signature(text, text, text) IS
 'True when signature (the X-Hub-Signature-256 header, sha256=<hex>) signs payload with app_secret';
 
+/*
+ * Monitoring (SPEC section 5): the figures as jsonb, as a view, and in
+ * Prometheus' text exposition format.
+ */
+CREATE FUNCTION otp_link.otp_link_stats(since interval DEFAULT '24 hours')
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH l AS (
+	SELECT count(*) AS generated,
+		   count(*) FILTER (WHERE status = 'verified') AS verified,
+		   count(*) FILTER (WHERE status = 'failed') AS failed,
+		   count(*) FILTER (WHERE status = 'expired'
+							 OR (status = 'pending' AND expires_at <= now())) AS expired,
+		   count(*) FILTER (WHERE status = 'pending' AND expires_at > now()) AS pending,
+		   count(*) FILTER (WHERE redeemed_at IS NOT NULL) AS redeemed,
+		   coalesce(sum(messages_received), 0) AS messages,
+		   avg(extract(epoch FROM finished_at - created_at))
+			   FILTER (WHERE status = 'verified') AS mean_s,
+		   percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at))
+			   FILTER (WHERE status = 'verified') AS p95_s
+	  FROM otp_link.links
+	 WHERE created_at >= now() - since),
+m AS (
+	SELECT count(*) FILTER (WHERE outcome = 'unknown_code') AS unknown_codes,
+		   count(*) FILTER (WHERE outcome = 'blocked') AS blocked,
+		   count(*) FILTER (WHERE outcome = 'failed') AS failed_messages
+	  FROM otp_link.messages_seen
+	 WHERE seen_at >= now() - since),
+d AS (
+	SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
+		   count(*) FILTER (WHERE status = 'queued' AND next_attempt_at <= now()) AS due,
+		   count(*) FILTER (WHERE status = 'held') AS held,
+		   count(*) FILTER (WHERE status = 'delivered') AS delivered,
+		   count(*) FILTER (WHERE status = 'dead') AS dead,
+		   coalesce(sum(attempts), 0) AS attempts,
+		   coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued')), 0)
+			   AS oldest_queued_s
+	  FROM otp_link.deliveries)
+SELECT jsonb_build_object(
+	'window_seconds', extract(epoch FROM since)::bigint,
+	'links_generated', l.generated,
+	'links_pending', l.pending,
+	'links_verified', l.verified,
+	'links_failed', l.failed,
+	'links_expired', l.expired,
+	'links_redeemed', l.redeemed,
+	'messages_received', l.messages,
+	'messages_per_link', CASE WHEN l.generated > 0 THEN round(l.messages::numeric / l.generated, 3) ELSE 0 END,
+	'verification_rate', CASE WHEN l.generated > 0 THEN round(l.verified::numeric / l.generated, 4) ELSE 0 END,
+	'expiration_rate', CASE WHEN l.generated > 0 THEN round(l.expired::numeric / l.generated, 4) ELSE 0 END,
+	'failed_attempts', l.failed + m.unknown_codes + m.blocked,
+	'unknown_codes', m.unknown_codes,
+	'blocked_messages', m.blocked,
+	'time_to_verify_mean_s', round(coalesce(l.mean_s, 0)::numeric, 3),
+	'time_to_verify_p95_s', round(coalesce(l.p95_s, 0)::numeric, 3),
+	'deliveries_queued', d.queued,
+	'deliveries_due', d.due,
+	'deliveries_held', d.held,
+	'deliveries_delivered', d.delivered,
+	'deliveries_dead', d.dead,
+	'delivery_attempts', d.attempts,
+	'oldest_queued_delivery_s', round(d.oldest_queued_s::numeric, 3))
+  FROM l, m, d
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_stats(interval) IS
+'Monitoring figures over links created (and messages seen) in the window, and the delivery queue now';
+
+CREATE VIEW otp_link.stats AS
+	SELECT key AS metric, value
+	  FROM pg_catalog.jsonb_each(otp_link.otp_link_stats());
+COMMENT ON VIEW otp_link.stats IS 'otp_link_stats() over the last 24 hours, one row per figure';
+
+CREATE FUNCTION otp_link.otp_link_metrics(since interval DEFAULT '24 hours')
+RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT string_agg(
+		   format(E'# HELP otp_link_%s %s\n# TYPE otp_link_%s gauge\notp_link_%s %s\n',
+				  key, replace(key, '_', ' '), key, key, value),
+		   '' ORDER BY key)
+  FROM jsonb_each_text(otp_link.otp_link_stats(since))
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_metrics(interval) IS
+'otp_link_stats() in Prometheus text exposition format (gauges named otp_link_<figure>)';
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA otp_link FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_whatsapp_url(text, text, text)
 	TO otp_link_app, otp_link_inbox, otp_link_admin;
@@ -252,8 +342,11 @@ GRANT EXECUTE ON FUNCTION otp_link.otp_link_generate(uuid, integer, text, jsonb,
 	otp_link.otp_link_cancel(uuid)
 	TO otp_link_app, otp_link_admin;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_instance_create(text, text, jsonb),
-	otp_link.otp_link_expire(integer)
+	otp_link.otp_link_expire(integer),
+	otp_link.otp_link_stats(interval),
+	otp_link.otp_link_metrics(interval)
 	TO otp_link_admin;
+GRANT SELECT ON otp_link.stats TO otp_link_admin;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_redeem(text, text) TO otp_link_app, otp_link_admin;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_consume_message(text, text, text, uuid),
 	otp_link.otp_link_consume_trigger(),

@@ -843,7 +843,7 @@ otp_link_generate(PG_FUNCTION_ARGS)
 				"INSERT INTO otp_link.links (id, instance_id, code_hash, name, messages, callbacks, "
 				"phone, binding_hash, link_url, rate_key, metadata, created_at, expires_at) "
 				"VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
-				"date_trunc('second', now()), date_trunc('second', now()) + make_interval(secs => $11)) "
+				"now(), now() + make_interval(secs => $11)) "
 				"ON CONFLICT (code_hash) DO NOTHING "
 				"RETURNING id::text, "
 				"to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"'), "
