@@ -78,7 +78,9 @@ trap 'exit 130' INT TERM
 
 die() { not_ok "$*"; exit 1; }
 
-# --- what the test needs
+# --- what the test needs (playwright-core wants Node.js 20 or newer)
+node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 2>/dev/null ||
+	die "Node.js 20 or newer (found $(node --version 2>/dev/null || echo none))"
 if ! timeout 600 ../../scripts/setup chromium zbar-tools; then
 	die "scripts/setup chromium zbar-tools"
 fi
