@@ -44,6 +44,7 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
+#include "commands/trigger.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -81,6 +82,7 @@
 #define OTP_MAX_DELAY_MS		((int64) 30 * 86400 * 1000)
 
 PG_FUNCTION_INFO_V1(otp_link_delivery_requeue);
+PG_FUNCTION_INFO_V1(otp_link_deliveries_wake);
 
 /* shared state: where the worker's latch is */
 typedef struct OtpLinkShared
@@ -107,6 +109,7 @@ static RetrySchedule *retry_schedule = NULL;
 static bool xact_cb_registered = false;
 static bool wake_pending = false;
 static bool not_served_logged = false;
+static bool am_worker = false;	/* this process is the worker */
 
 /* worker state */
 static MemoryContext loop_cxt = NULL;
@@ -243,6 +246,8 @@ otp_link_xact_callback(XactEvent event, void *arg)
 void
 otp_link_wake_worker_at_commit(void)
 {
+	if (am_worker)
+		return;					/* it claims again on its own */
 	if (!xact_cb_registered)
 	{
 		RegisterXactCallback(otp_link_xact_callback, NULL);
@@ -505,7 +510,7 @@ extension_ready(void)
 		if (SPI_processed > 0)
 			ereport(LOG,
 					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
-					 errmsg("otp_link worker released %llu deliveries leased by a previous worker",
+					 errmsg("otp_link worker released %llu stale delivery leases",
 							(unsigned long long) SPI_processed)));
 		ext_oid_seen = ext;
 	}
@@ -703,7 +708,9 @@ record_results(void)
 								   "       updated_at = pg_catalog.now(), "
 								   "       delivered_at = CASE WHEN r.status = 'delivered' "
 								   "                      THEN pg_catalog.now() ELSE d.delivered_at END "
-								   "  FROM pg_catalog.unnest($1, $2, $3, $4, $5, $6) "
+								   "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+								   "                  pg_catalog.unnest($3), pg_catalog.unnest($4), "
+								   "                  pg_catalog.unnest($5), pg_catalog.unnest($6)) "
 								   "       AS r(id, status, next_at, http, err, attempts) "
 								   " WHERE d.id = r.id AND d.status = 'queued' AND d.attempts = r.attempts",
 								   6, argtypes, args, NULL, false, 0);
@@ -1182,6 +1189,7 @@ otp_link_worker_main(Datum arg)
 	}
 	on_shmem_exit(worker_shmem_exit, (Datum) 0);
 
+	am_worker = true;
 	pgstat_report_appname("otp_link worker");
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	pg_prng_seed(&prng, (uint64) GetCurrentTimestamp() ^ ((uint64) MyProcPid << 32));
@@ -1238,6 +1246,27 @@ otp_link_worker_main(Datum arg)
 		MemoryContextSwitchTo(loop_cxt);
 		wait_for_work();
 	}
+}
+
+/* ----------------------------------------------------------------
+ * SQL: otp_link.otp_link_deliveries_wake() trigger
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * otp_link_deliveries_wake: statement-level AFTER trigger on
+ * otp_link.deliveries; wakes the worker when the transaction commits.
+ * ERRORs if not called as a trigger.
+ */
+Datum
+otp_link_deliveries_wake(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("otp_link_deliveries_wake() must be called as a trigger")));
+	otp_link_wake_worker_at_commit();
+	return PointerGetDatum(NULL);
 }
 
 /* ----------------------------------------------------------------
