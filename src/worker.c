@@ -960,7 +960,7 @@ call_expire(void)
 	int			rc;
 
 	rc = SPI_execute("SELECT p.pronargs = p.pronargdefaults FROM pg_catalog.pg_proc p"
-					 " WHERE p.oid = pg_catalog.coalesce("
+					 " WHERE p.oid = coalesce("
 					 "   pg_catalog.to_regprocedure('otp_link.otp_link_expire(integer)'),"
 					 "   pg_catalog.to_regprocedure('otp_link.otp_link_expire()'))",
 					 true, 1);
@@ -1151,9 +1151,9 @@ one_round(void)
 	now = GetCurrentTimestamp();
 	if (now >= next_sweep)
 	{
+		/* set first: a failing sweep must not be retried at once */
+		next_sweep = TimestampTzPlusMilliseconds(now, otp_link_sweep_interval_ms);
 		sweep();
-		next_sweep = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-												 otp_link_sweep_interval_ms);
 	}
 
 	slots = otp_link_max_concurrency - otp_http_inflight();
@@ -1237,9 +1237,13 @@ otp_link_worker_main(Datum arg)
 				MemoryContextDelete(((OtpHttpRequest *) lfirst(lc))->cxt);
 			list_free(unrecorded);
 			unrecorded = NIL;
-			ext_oid_seen = InvalidOid;
 			next_claim = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 			RESUME_INTERRUPTS();
+
+			/* do not spin on a persistent error */
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 1000L, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
 		}
 		PG_END_TRY();
 

@@ -193,6 +193,10 @@ is($node->safe_psql('postgres', "SELECT status FROM otp_link.deliveries WHERE we
 	'held', 'held reply untouched');
 is(scalar(@{ received($rcv, qr{^/ok/after-reload}) }), 0, 'nothing sent over http after reload');
 
+$wpid = worker_pid($node);
+my @errors = grep { /\[$wpid\] (ERROR|WARNING|FATAL)/ } split(/\n/, slurp_file($node->logfile));
+is(scalar(@errors), 0, 'the worker logged no error') or diag(join("\n", @errors));
+
 $node->stop;
 stop_receiver($rcv);
 done_testing();
