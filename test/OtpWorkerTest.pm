@@ -24,14 +24,14 @@ our @EXPORT = qw(worker_node start_receiver stop_receiver received
 
 my $testdir = dirname(abs_path(__FILE__));
 
-# worker_node(name, preload => 1, conf => "...", create => 1): a started
+# worker_node(name, preload => 1, conf => "...", create => 1, init => {}): a started
 # cluster with the test settings (http and loopback allowed, fast retries).
 sub worker_node
 {
 	my ($name, %opt) = @_;
 	my $preload = exists $opt{preload} ? $opt{preload} : 1;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	$node->init(%{ $opt{init} // {} });
 	my $conf = '';
 	$conf .= "shared_preload_libraries = 'otp_link'\n" if $preload;
 	$conf .= "otp_link.allow_http = on\notp_link.allow_private_networks = on\n"
