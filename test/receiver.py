@@ -4,7 +4,8 @@
 #
 # Listens on 127.0.0.1 on a free port (written to --port-file), and appends
 # one JSON line per request to --log:
-#   {"t": <unix time>, "path": ..., "headers": {lower-case name: value}, "body": ...}
+#   {"t": <unix time>, "path": ..., "peer_port": <client port>,
+#    "headers": {lower-case name: value}, "body": ...}
 # The path chooses the answer:
 #   /ok/...              200
 #   /status/<code>/...   <code>
@@ -45,6 +46,7 @@ class Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n).decode("utf-8", "replace")
         rec = {"t": time.time(), "path": self.path,
+               "peer_port": self.client_address[1],
                "headers": {k.lower(): v for k, v in self.headers.items()},
                "body": body}
         parts = [p for p in self.path.split("/") if p]

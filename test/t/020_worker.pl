@@ -127,6 +127,15 @@ cmp_ok(time() - $t0, '<', 2, 'fast deliveries are not held behind a slow one');
 like(delivery($slow), qr/^queued\|1\|/, 'the slow one is still in flight');
 ok(wait_status($slow, 'delivered', 10), 'slow one delivered');
 
+# --- connections are reused ---------------------------------------------------
+for my $i (1 .. 10)
+{
+	$id = add_delivery($node, $inst, "$url/ok/reuse");
+	wait_status($id, 'delivered', 5);
+}
+my %ports = map { $_->{peer_port} => 1 } @{ received($rcv, qr{^/ok/reuse}) };
+cmp_ok(scalar(keys %ports), '<=', 2, 'ten sequential deliveries used at most two connections (' . scalar(keys %ports) . ')');
+
 # --- replies: WhatsApp Cloud API shape, bearer token, token never stored -----
 my $token = 'EAAGsecretTOKEN123';
 my ($cinst) = add_instance($node,
@@ -179,6 +188,12 @@ sleep(0.5);
 $id = add_delivery($node, $inst, "$url/status/500/h");
 ok(wait_status($id, 'dead', 10), 'after reload: retry_schedule 0 means one attempt');
 like(delivery($id), qr/^dead\|1\|500\|/, 'one attempt only');
+$node->safe_psql('postgres', "ALTER SYSTEM SET otp_link.timeout = '500ms'");
+$node->reload;
+sleep(0.5);
+$id = add_delivery($node, $inst, "$url/slow/2000/timeout");
+ok(wait_status($id, 'dead', 10), 'after reload: a 500 ms timeout fails a 2 s receiver');
+like(delivery($id), qr/^dead\|1\|\|.*[Tt]imeout was reached|^dead\|1\|\|.*timed out/, 'timeout error kept');
 $node->safe_psql('postgres', "ALTER SYSTEM SET otp_link.allow_http = off");
 $node->reload;
 sleep(0.5);
