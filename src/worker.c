@@ -772,7 +772,9 @@ static const char *claim_sql =
 
 /*
  * build_request: turn one claimed row into an OtpHttpRequest in its own
- * memory context (child of TopMemoryContext), with its headers and, for
+ * memory context (a child of the loop context, moved under
+ * TopMemoryContext by the caller once the claim committed), with its
+ * headers and, for
  * signed deliveries, its Standard Webhooks signature.  Runs inside the
  * claim transaction (signing needs a resource owner).  Returns NULL after
  * queueing a local "dead"/"invalid" result when the row cannot be sent.
@@ -789,7 +791,8 @@ build_request(HeapTuple tup, TupleDesc desc)
 	char	   *token;
 	char	   *webhook_id;
 
-	cxt = AllocSetContextCreate(TopMemoryContext, "otp_link request",
+	/* under the loop context until the claim commits: an ERROR frees it */
+	cxt = AllocSetContextCreate(loop_cxt, "otp_link request",
 								ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cxt);
 
@@ -898,8 +901,15 @@ claim_and_send(int slots)
 							SPI_result_code_string(rc))));
 		claimed = SPI_processed;
 		for (i = 0; i < claimed; i++)
-			reqs = lappend(reqs, build_request(SPI_tuptable->vals[i],
-											   SPI_tuptable->tupdesc));
+		{
+			OtpHttpRequest *req = build_request(SPI_tuptable->vals[i],
+												SPI_tuptable->tupdesc);
+			MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+
+			/* the list must survive SPI_finish() */
+			reqs = lappend(reqs, req);
+			MemoryContextSwitchTo(old);
+		}
 
 		if (claimed >= (uint64) slots)
 			next_claim = now;
@@ -934,7 +944,11 @@ claim_and_send(int slots)
 	foreach(lc, reqs)
 	{
 		OtpHttpRequest *req = (OtpHttpRequest *) lfirst(lc);
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContext old;
+
+		/* the request now outlives the round */
+		MemoryContextSetParent(req->cxt, TopMemoryContext);
+		old = MemoryContextSwitchTo(TopMemoryContext);
 
 		if (req->outcome != OTP_HTTP_PENDING || !otp_http_start(req))
 			unrecorded = lappend(unrecorded, req);
@@ -1192,6 +1206,8 @@ otp_link_worker_main(Datum arg)
 	am_worker = true;
 	pgstat_report_appname("otp_link worker");
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	/* a row lock held elsewhere must not stall every delivery */
+	SetConfigOption("lock_timeout", "10s", PGC_SUSET, PGC_S_OVERRIDE);
 	pg_prng_seed(&prng, (uint64) GetCurrentTimestamp() ^ ((uint64) MyProcPid << 32));
 
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "otp_link worker loop",
@@ -1204,22 +1220,23 @@ otp_link_worker_main(Datum arg)
 
 	for (;;)
 	{
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			next_claim = 0;
-			next_sweep = Min(next_sweep,
-							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														 otp_link_sweep_interval_ms));
-		}
-
 		MemoryContextReset(loop_cxt);
 		MemoryContextSwitchTo(loop_cxt);
 
 		PG_TRY();
 		{
+			/* SIGTERM exits here (FATAL); a cancel is an ERROR caught below */
+			CHECK_FOR_INTERRUPTS();
+			if (ConfigReloadPending)
+			{
+				ConfigReloadPending = false;
+				ProcessConfigFile(PGC_SIGHUP);
+				otp_http_reconfigure();
+				next_claim = 0;
+				next_sweep = Min(next_sweep,
+								 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															 otp_link_sweep_interval_ms));
+			}
 			one_round();
 		}
 		PG_CATCH();
@@ -1291,6 +1308,8 @@ otp_link_delivery_requeue(PG_FUNCTION_ARGS)
 	int64		id = PG_GETARG_INT64(0);
 	Oid			argtypes[1] = {INT8OID};
 	Datum		args[1];
+	Oid			argtypes2[2];
+	Datum		args2[2];
 	Datum		result;
 	bool		isnull;
 	int			rc;
@@ -1315,12 +1334,14 @@ otp_link_delivery_requeue(PG_FUNCTION_ARGS)
 						id, SPI_result_code_string(rc))));
 	requeued = (SPI_processed == 1);
 
+	argtypes2[0] = INT8OID;
+	argtypes2[1] = BOOLOID;
+	args2[0] = Int64GetDatum(id);
+	args2[1] = BoolGetDatum(requeued);
 	rc = SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object('id', id, 'status', status,"
 							   " 'attempts', attempts, 'requeued', $2)"
 							   "  FROM otp_link.deliveries WHERE id = $1",
-							   2, (Oid[]) {INT8OID, BOOLOID},
-							   (Datum[]) {Int64GetDatum(id), BoolGetDatum(requeued)},
-							   NULL, false, 1);
+							   2, argtypes2, args2, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
