@@ -1,0 +1,93 @@
+# Copyright: otp_link developers
+#
+# 002_upgrade.pl: every upgrade path gives the same database as a fresh
+# install.  For each script otp_link--A--B.sql in the tree, install A, run
+# ALTER EXTENSION otp_link UPDATE TO 'B', and compare pg_dump --schema-only
+# with a fresh CREATE EXTENSION otp_link VERSION 'B'.  Data created under
+# A must survive the update.  With only otp_link--1.0.sql present it checks
+# that the newest version installs and that the harness itself works.
+
+use strict;
+use warnings;
+use File::Basename;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('upgrade');
+$node->init;
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'otp_link'\n");
+$node->start;
+
+# the schema of otp_link in database $db, without comments on ordering noise
+sub schema_of
+{
+	my ($db) = @_;
+	my $out = $node->safe_psql($db, q{
+		SELECT string_agg(d, E'\n' ORDER BY d) FROM (
+			SELECT 'rel ' || c.relname || ' ' || c.relkind::text || ' ' ||
+			       coalesce(array_to_string(c.relacl, ','), '') AS d
+			  FROM pg_class c WHERE c.relnamespace = 'otp_link'::regnamespace
+			UNION ALL
+			SELECT 'col ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+			       || ' ' || a.attnotnull || ' ' || coalesce(pg_get_expr(ad.adbin, ad.adrelid), '')
+			  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+			  LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+			 WHERE c.relnamespace = 'otp_link'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+			UNION ALL
+			SELECT 'idx ' || pg_get_indexdef(i.indexrelid)
+			  FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+			 WHERE c.relnamespace = 'otp_link'::regnamespace
+			UNION ALL
+			SELECT 'con ' || conname || ' ' || pg_get_constraintdef(oid)
+			  FROM pg_constraint WHERE connamespace = 'otp_link'::regnamespace
+			UNION ALL
+			SELECT 'fun ' || p.oid::regprocedure || ' ' || pg_get_function_result(p.oid) || ' '
+			       || p.prosecdef || ' ' || coalesce(array_to_string(p.proconfig, ','), '') || ' '
+			       || coalesce(array_to_string(p.proacl, ','), '') || ' ' || p.provolatile::text
+			  FROM pg_proc p WHERE p.pronamespace = 'otp_link'::regnamespace
+		) s});
+	return $out;
+}
+
+opendir(my $dh, '.') or die;
+my @scripts = grep { /^otp_link--[0-9.]+\.sql$/ } readdir($dh);
+closedir($dh);
+opendir($dh, '.') or die;
+my @updates = grep { /^otp_link--[0-9.]+--[0-9.]+\.sql$/ } readdir($dh);
+closedir($dh);
+ok(@scripts >= 1, 'at least one install script: ' . join(' ', sort @scripts));
+
+my $default = `grep default_version otp_link.control`;
+($default) = $default =~ /'([^']+)'/;
+ok(-f "otp_link--$default.sql" || @updates, "default version $default is installable");
+
+my $n = 0;
+for my $u (sort @updates)
+{
+	my ($from, $to) = $u =~ /^otp_link--([0-9.]+)--([0-9.]+)\.sql$/;
+	$n++;
+	$node->safe_psql('postgres', "CREATE DATABASE up$n; CREATE DATABASE fresh$n");
+	$node->safe_psql("up$n", "CREATE EXTENSION otp_link VERSION '$from'");
+	my $inst = $node->safe_psql("up$n",
+		"SELECT otp_link.otp_link_instance_create('201553730661', 'Upgrade')->>'uuid'");
+	my $link = $node->safe_psql("up$n", "SELECT otp_link.otp_link_generate('$inst')->>'uuid'");
+	$node->safe_psql("up$n", "ALTER EXTENSION otp_link UPDATE TO '$to'");
+	$node->safe_psql("fresh$n", "CREATE EXTENSION otp_link VERSION '$to'");
+	is(schema_of("up$n"), schema_of("fresh$n"), "$from -> $to equals a fresh $to");
+	is($node->safe_psql("up$n", "SELECT otp_link.otp_link_status('$link')->>'status'"),
+		'pending', "a link made under $from survives the update to $to");
+}
+note("upgrade paths checked: $n");
+
+# the harness itself: two fresh installs of the default version compare equal,
+# and a changed schema is noticed
+$node->safe_psql('postgres', 'CREATE DATABASE a; CREATE DATABASE b');
+$node->safe_psql('a', 'CREATE EXTENSION otp_link');
+$node->safe_psql('b', 'CREATE EXTENSION otp_link');
+is(schema_of('a'), schema_of('b'), 'two fresh installs compare equal');
+$node->safe_psql('b', 'ALTER TABLE otp_link.links ADD COLUMN extra int');
+isnt(schema_of('a'), schema_of('b'), 'a schema difference is detected');
+
+$node->stop;
+done_testing();
