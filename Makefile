@@ -19,12 +19,12 @@ PG_CPPFLAGS = -I$(srcdir)/src $(shell $(PKG_CONFIG) --cflags libcurl)
 SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl)
 
 # pg_regress: its own cluster, with the library preloaded
-REGRESS = generate errors roles signature stats security
+REGRESS = generate errors roles signature stats security consume trigger webhook redeem expire replies
 REGRESS_OPTS = --temp-config=$(srcdir)/test/otp_link.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress \
 	--inputdir=$(srcdir)
 
-ISOLATION = concurrent_generate
+ISOLATION = concurrent_generate consume_race message_id_race expire_concurrent
 ISOLATION_OPTS = --temp-config=$(srcdir)/test/otp_link.conf \
 	--temp-instance=$(CURDIR)/tmp_check_iso \
 	--inputdir=$(srcdir)

@@ -353,3 +353,41 @@ GRANT EXECUTE ON FUNCTION otp_link.otp_link_consume_message(text, text, text, uu
 	otp_link.otp_link_consume_webhook(jsonb),
 	otp_link.otp_link_verify_meta_signature(text, text, text)
 	TO otp_link_inbox, otp_link_admin;
+
+/* ------------------------------------------------------------------------
+ * Delivery worker (src/worker.c).  Everything below belongs to the
+ * background worker and its administration.
+ * ------------------------------------------------------------------------
+ */
+
+/* the retention purge finds finished deliveries in updated_at order */
+CREATE INDEX deliveries_finished_idx ON otp_link.deliveries (updated_at)
+	WHERE status IN ('delivered', 'dead');
+
+CREATE FUNCTION otp_link.otp_link_delivery_requeue(id bigint)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_delivery_requeue'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_delivery_requeue(bigint) IS
+'Puts a dead delivery back in the queue (attempts reset to 0, due now) and wakes the worker; returns id, status, attempts and requeued';
+
+REVOKE ALL ON FUNCTION otp_link.otp_link_delivery_requeue(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_delivery_requeue(bigint) TO otp_link_admin;
+
+/*
+ * Any committed INSERT into otp_link.deliveries (or an UPDATE of its status
+ * or next_attempt_at, e.g. a manual requeue) wakes the worker at COMMIT, so
+ * rows queued by any code path are sent at once, not at the next sweep.
+ */
+CREATE FUNCTION otp_link.otp_link_deliveries_wake()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'otp_link_deliveries_wake'
+LANGUAGE C;
+COMMENT ON FUNCTION otp_link.otp_link_deliveries_wake() IS
+'Trigger function: wakes the delivery worker when the transaction commits';
+REVOKE ALL ON FUNCTION otp_link.otp_link_deliveries_wake() FROM PUBLIC;
+
+CREATE TRIGGER deliveries_wake
+	AFTER INSERT OR UPDATE OF status, next_attempt_at ON otp_link.deliveries
+	FOR EACH STATEMENT EXECUTE FUNCTION otp_link.otp_link_deliveries_wake();

@@ -86,6 +86,22 @@ otp_spi_connect(void)
 }
 
 /*
+ * otp_spi_execute: SPI_execute_plan (never read-only: our functions are
+ * VOLATILE and must see their own earlier writes), then back to the memory
+ * context the caller was in, since SPI leaves its own procedure context
+ * current and that one is freed by SPI_finish.
+ */
+int
+otp_spi_execute(SPIPlanPtr plan, Datum *values, const char *nulls, long count)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	int			ret = SPI_execute_plan(plan, values, nulls, false, count);
+
+	MemoryContextSwitchTo(caller);
+	return ret;
+}
+
+/*
  * otp_spi_text: column col of row row of SPI_tuptable as a C string
  * palloc'd in the current context, or NULL.
  */
@@ -528,7 +544,7 @@ otp_link_instance_create(PG_FUNCTION_ARGS)
 				"RETURNING id::text, "
 				"to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')",
 				4, types);
-	ret = SPI_execute_plan(plan, values, nulls, false, 1);
+	ret = otp_spi_execute(plan, values, nulls, 1);
 	if (ret != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed != 1)
@@ -608,7 +624,7 @@ check_rate_limit(Datum instance, const char *rate_key, Jsonb *inst_options)
 				"(SELECT count(*) FROM otp_link.links WHERE instance_id = $1 AND rate_key = $2 "
 				"AND created_at > now() - make_interval(secs => $3))",
 				3, types);
-	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
+	if (otp_spi_execute(plan, values, NULL, 1) != SPI_OK_SELECT)
 		elog(ERROR, "rate limit query failed");
 	count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										SPI_tuptable->tupdesc, 2, &isnull));
@@ -734,7 +750,7 @@ otp_link_generate(PG_FUNCTION_ARGS)
 	otp_prepare(&inst_plan,
 				"SELECT phone, name, options FROM otp_link.instances WHERE id = $1",
 				1, inst_types);
-	if (SPI_execute_plan(inst_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+	if (otp_spi_execute(inst_plan, values, NULL, 1) != SPI_OK_SELECT)
 		elog(ERROR, "instance lookup failed");
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -857,7 +873,7 @@ otp_link_generate(PG_FUNCTION_ARGS)
 
 		otp_random_code(code);
 		values[1] = PointerGetDatum(otp_sha256_bytea(code, OTP_CODE_LEN));
-		ret = SPI_execute_plan(ins_plan, values, nulls, false, 1);
+		ret = otp_spi_execute(ins_plan, values, nulls, 1);
 		if (ret != SPI_OK_INSERT_RETURNING)
 			elog(ERROR, "link insert failed: %s", SPI_result_code_string(ret));
 		if (SPI_processed == 1)
@@ -924,7 +940,7 @@ otp_status_json(Datum id, const char *extra_key, const char *extra_val)
 				"FROM otp_link.links l JOIN otp_link.instances i ON i.id = l.instance_id "
 				"WHERE l.id = $1",
 				1, types);
-	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
+	if (otp_spi_execute(plan, values, NULL, 1) != SPI_OK_SELECT)
 		elog(ERROR, "status lookup failed");
 	if (SPI_processed == 0)
 		return NULL;
@@ -1015,7 +1031,7 @@ otp_link_cancel(PG_FUNCTION_ARGS)
 				"finished_at = now() WHERE id = $1 AND status = 'pending' "
 				"AND expires_at > now()",
 				1, types);
-	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_UPDATE)
+	if (otp_spi_execute(plan, values, NULL, 1) != SPI_OK_UPDATE)
 		elog(ERROR, "cancel failed");
 	cancelled = (SPI_processed == 1);
 	result = otp_status_json(values[0], "cancelled", cancelled ? "true" : "false");

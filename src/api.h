@@ -18,6 +18,8 @@
 extern void otp_spi_connect(void);
 extern SPIPlanPtr otp_prepare(SPIPlanPtr *plan, const char *query, int nargs,
 							  Oid *argtypes);
+extern int	otp_spi_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
+							long count);
 extern char *otp_spi_text(int col);
 extern char *otp_spi_text_row(uint64 row, int col);
 

@@ -49,6 +49,7 @@ PG_FUNCTION_INFO_V1(otp_link_redeem);
 	"'finished_at', " ISO("l.finished_at") ", 'metadata', l.metadata)"
 
 #define MAX_MESSAGE_ID_LEN	256
+#define MAX_REPLIES_AFTER_FINISH 3	/* messages to a finished link that get a reply */
 
 /* what a consumed message came to */
 typedef struct ConsumeResult
@@ -104,7 +105,7 @@ queue_reply(Datum instance, Datum link, const char *link_id, const char *event,
 				"INSERT INTO otp_link.deliveries (instance_id, link_id, kind, event, destination, payload, status) "
 				"VALUES ($1, $2, 'reply', $3, $4, $5, $6)",
 				6, types);
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
+	if (otp_spi_execute(plan, values, NULL, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not queue reply");
 	if (strcmp(status, "queued") == 0)
 		otp_link_wake_worker_at_commit();
@@ -138,7 +139,7 @@ queue_callback(Datum link, const char *event, const char *url, const char *sende
 				"FROM otp_link.links l JOIN otp_link.instances i ON i.id = l.instance_id "
 				"WHERE l.id = $1",
 				4, types);
-	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
+	if (otp_spi_execute(plan, values, nulls, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not queue callback");
 	otp_link_wake_worker_at_commit();
 }
@@ -168,7 +169,7 @@ claim_message_id(const char *message_id, const char *outcome,
 				"INSERT INTO otp_link.messages_seen (message_id, outcome, link_id) "
 				"VALUES ($1, $2, $3) ON CONFLICT (message_id) DO NOTHING",
 				3, types);
-	if (SPI_execute_plan(ins, values, nulls, false, 0) != SPI_OK_INSERT)
+	if (otp_spi_execute(ins, values, nulls, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record message id");
 	if (SPI_processed == 1)
 		return true;
@@ -176,7 +177,7 @@ claim_message_id(const char *message_id, const char *outcome,
 	otp_prepare(&get,
 				"SELECT outcome, link_id::text FROM otp_link.messages_seen WHERE message_id = $1",
 				1, types);
-	if (SPI_execute_plan(get, values, NULL, false, 1) != SPI_OK_SELECT)
+	if (otp_spi_execute(get, values, NULL, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up message id");
 	res->outcome = "duplicate";
 	if (SPI_processed == 1)
@@ -219,7 +220,7 @@ count_unknown_code(const char *sender, Jsonb *options)
 				"  THEN now() + make_interval(secs => $4) ELSE s.blocked_until END "
 				"RETURNING CASE WHEN blocked_until > now() THEN " ISO("blocked_until") " END",
 				4, types);
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+	if (otp_spi_execute(plan, values, NULL, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not count unknown code");
 	return otp_spi_text(1);
 }
@@ -239,7 +240,7 @@ sender_blocked_until(const char *sender)
 				"SELECT " ISO("blocked_until") " FROM otp_link.senders "
 				"WHERE chat_id = $1 AND blocked_until > now()",
 				1, types);
-	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
+	if (otp_spi_execute(plan, values, NULL, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up sender");
 	return SPI_processed ? otp_spi_text(1) : NULL;
 }
@@ -261,7 +262,7 @@ finish_link(Datum link, const char *status, const char *reason)
 				"UPDATE otp_link.links SET status = $2, reason = $3, finished_at = now(), "
 				"messages_received = messages_received + 1 WHERE id = $1",
 				3, types);
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+	if (otp_spi_execute(plan, values, NULL, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not finish link");
 }
 
@@ -277,7 +278,7 @@ touch_link(Datum link)
 	otp_prepare(&plan,
 				"UPDATE otp_link.links SET messages_received = messages_received + 1 WHERE id = $1",
 				1, types);
-	if (SPI_execute_plan(plan, &link, NULL, false, 0) != SPI_OK_UPDATE)
+	if (otp_spi_execute(plan, &link, NULL, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update link");
 }
 
@@ -303,11 +304,13 @@ render(Jsonb *messages, const char *key, const char *link, const char *name,
  * id, body the message text (may be NULL), message_id may be NULL,
  * instance may be (Datum) 0 when has_instance is false.  Connects to SPI
  * itself; results are palloc'd in the caller's context.  ERRORs on bad
- * input (22023) and unknown instance (PT404).
+ * input (22023) and unknown instance (PT404); when lenient (the trigger
+ * and the webhook walker, whose rows must not be lost), a sender id that is
+ * no phone number makes the message "ignored" instead.
  */
 static ConsumeResult
 consume(const char *chat_id, const char *body, size_t body_len,
-		const char *message_id, bool has_instance, Datum instance)
+		const char *message_id, bool has_instance, Datum instance, bool lenient)
 {
 	static SPIPlanPtr link_plan = NULL;
 	static SPIPlanPtr inst_plan = NULL;
@@ -337,7 +340,8 @@ consume(const char *chat_id, const char *body, size_t body_len,
 		size_t		len = strlen(chat_id);
 
 		/* groups, broadcasts and channels are not users: ignore them */
-		if ((len > 5 && pg_strcasecmp(chat_id + len - 5, "@g.us") == 0) ||
+		if (lenient ||
+			(len > 5 && pg_strcasecmp(chat_id + len - 5, "@g.us") == 0) ||
 			(len > 10 && pg_strcasecmp(chat_id + len - 10, "@broadcast") == 0) ||
 			(len > 11 && pg_strcasecmp(chat_id + len - 11, "@newsletter") == 0))
 		{
@@ -359,7 +363,7 @@ consume(const char *chat_id, const char *body, size_t body_len,
 		otp_prepare(&inst_plan,
 					"SELECT options FROM otp_link.instances WHERE id = $1",
 					1, (Oid[]) {UUIDOID});
-		if (SPI_execute_plan(inst_plan, &instance, NULL, false, 1) != SPI_OK_SELECT)
+		if (otp_spi_execute(inst_plan, &instance, NULL, 1) != SPI_OK_SELECT)
 			elog(ERROR, "instance lookup failed");
 		if (SPI_processed == 0)
 			ereport(ERROR,
@@ -385,11 +389,12 @@ consume(const char *chat_id, const char *body, size_t body_len,
 	values[0] = PointerGetDatum(otp_sha256_bytea(code, OTP_CODE_LEN));
 	otp_prepare(&link_plan,
 				"SELECT l.id, l.id::text, l.status, l.expires_at <= now(), l.phone, "
-				"l.instance_id, l.name, l.messages, l.callbacks, l.link_url, i.options "
+				"l.instance_id, l.name, l.messages, l.callbacks, l.link_url, i.options, "
+				"l.messages_received "
 				"FROM otp_link.links l JOIN otp_link.instances i ON i.id = l.instance_id "
 				"WHERE l.code_hash = $1 FOR UPDATE OF l",
 				1, types);
-	if (SPI_execute_plan(link_plan, values, NULL, false, 1) != SPI_OK_SELECT)
+	if (otp_spi_execute(link_plan, values, NULL, 1) != SPI_OK_SELECT)
 		elog(ERROR, "link lookup failed");
 
 	if (SPI_processed == 0 ||
@@ -420,6 +425,7 @@ consume(const char *chat_id, const char *body, size_t body_len,
 		Datum		d_url = SPI_getbinval(tup, desc, 10, &isnull);
 		char	   *link_url = isnull ? NULL : TextDatumGetCString(d_url);
 		Jsonb	   *options = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 11, &isnull));
+		int32		received = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
 		const char *rstatus = reply_status(options);
 
 		res.link_id = link_id;
@@ -462,7 +468,7 @@ consume(const char *chat_id, const char *body, size_t body_len,
 							"token_hash = $3, token_expires_at = CASE WHEN $3 IS NOT NULL "
 							"THEN now() + make_interval(secs => $4) END WHERE id = $1",
 							4, vtypes);
-				if (SPI_execute_plan(verify_plan, vvalues, vnulls, false, 0) != SPI_OK_UPDATE)
+				if (otp_spi_execute(verify_plan, vvalues, vnulls, 0) != SPI_OK_UPDATE)
 					elog(ERROR, "could not verify link");
 				queue_reply(inst, link, link_id, "reply.success", digits,
 							render(messages, "success", url, name, code), rstatus);
@@ -491,9 +497,15 @@ consume(const char *chat_id, const char *body, size_t body_len,
 			}
 			else
 			{
-				/* a finished link: tell an expired or failed link's sender again */
+				/*
+				 * A finished link: tell an expired or failed link's sender
+				 * again, but only a few times, so that nobody can make us
+				 * send replies without end.
+				 */
 				touch_link(link);
-				if (strcmp(res.outcome, "expired") == 0)
+				if (received >= MAX_REPLIES_AFTER_FINISH)
+					 /* no more replies */ ;
+				else if (strcmp(res.outcome, "expired") == 0)
 					queue_reply(inst, link, link_id, "reply.expired", digits,
 								render(messages, "expired", NULL, name, code), rstatus);
 				else if (strcmp(res.outcome, "failed") == 0)
@@ -557,7 +569,8 @@ otp_link_consume_message(PG_FUNCTION_ARGS)
 
 	res = consume(chat_id, body ? VARDATA_ANY(body) : NULL,
 				  body ? VARSIZE_ANY_EXHDR(body) : 0, message_id,
-				  !PG_ARGISNULL(3), PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3));
+				  !PG_ARGISNULL(3), PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3),
+				  false);
 	PG_RETURN_JSONB_P(result_json(&res, chat_id, message_id));
 }
 
@@ -633,7 +646,8 @@ otp_link_consume_trigger(PG_FUNCTION_ARGS)
 
 	/* a row without a sender or text is not ours */
 	if (chat_id != NULL && body != NULL)
-		(void) consume(chat_id, body, strlen(body), message_id, has_instance, instance);
+		(void) consume(chat_id, body, strlen(body), message_id, has_instance, instance,
+					   true);
 
 	return PointerGetDatum(tuple);
 }
@@ -784,7 +798,7 @@ otp_link_consume_webhook(PG_FUNCTION_ARGS)
 						otp_prepare(&inst_plan,
 									"SELECT id FROM otp_link.instances WHERE phone = $1",
 									1, (Oid[]) {TEXTOID});
-						if (SPI_execute_plan(inst_plan, &arg, NULL, false, 1) != SPI_OK_SELECT)
+						if (otp_spi_execute(inst_plan, &arg, NULL, 1) != SPI_OK_SELECT)
 							elog(ERROR, "instance lookup failed");
 						if (SPI_processed == 1)
 						{
@@ -819,7 +833,7 @@ otp_link_consume_webhook(PG_FUNCTION_ARGS)
 								 errhint("Every text message has from, id, type and text.body.")));
 					if (pass == 0)
 						continue;
-					res = consume(from, body, strlen(body), id, has_instance, instance);
+					res = consume(from, body, strlen(body), id, has_instance, instance, true);
 					if (count++ > 0)
 						appendStringInfoString(&out, ", ");
 					appendStringInfoString(&out,
@@ -874,7 +888,7 @@ otp_link_expire(PG_FUNCTION_ARGS)
 				"  RETURNING 1) "
 				"SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM q)",
 				1, (Oid[]) {INT4OID});
-	if (SPI_execute_plan(plan, &limit, NULL, false, 0) != SPI_OK_SELECT)
+	if (otp_spi_execute(plan, &limit, NULL, 0) != SPI_OK_SELECT)
 		elog(ERROR, "expiry sweep failed");
 	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)) > 0)
@@ -919,7 +933,7 @@ otp_link_redeem(PG_FUNCTION_ARGS)
 				ISO("l.finished_at") ", l.instance_id::text, l.binding_hash "
 				"FROM otp_link.links l WHERE l.token_hash = $1 FOR UPDATE",
 				1, (Oid[]) {BYTEAOID});
-	if (SPI_execute_plan(get_plan, &hash, NULL, false, 1) != SPI_OK_SELECT)
+	if (otp_spi_execute(get_plan, &hash, NULL, 1) != SPI_OK_SELECT)
 		elog(ERROR, "token lookup failed");
 
 	if (SPI_processed == 0)
@@ -961,7 +975,7 @@ otp_link_redeem(PG_FUNCTION_ARGS)
 			otp_prepare(&use_plan,
 						"UPDATE otp_link.links SET redeemed_at = now() WHERE id = $1",
 						1, (Oid[]) {UUIDOID});
-			if (SPI_execute_plan(use_plan, &id, NULL, false, 0) != SPI_OK_UPDATE)
+			if (otp_spi_execute(use_plan, &id, NULL, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not redeem token");
 			result = "redeemed";
 		}
@@ -972,12 +986,12 @@ otp_link_redeem(PG_FUNCTION_ARGS)
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
 	otp_json_str(&buf, "result", result);
-	if (strcmp(result, "invalid_token") != 0)
-		otp_json_str(&buf, "uuid", row[0]);
+	/* only a successful exchange tells which link the token belonged to */
 	if (strcmp(result, "redeemed") == 0)
 	{
 		char		digits[16];
 
+		otp_json_str(&buf, "uuid", row[0]);
 		otp_json_str(&buf, "chat_id", row[3]);
 		otp_json_str(&buf, "phone",
 					 row[3] && otp_normalize_phone(row[3], digits, sizeof(digits)) ? digits : NULL);

@@ -295,6 +295,17 @@ otp_http_init(void)
 }
 
 /*
+ * otp_http_reconfigure: apply settings that live in the multi handle
+ * (after SIGHUP).
+ */
+void
+otp_http_reconfigure(void)
+{
+	if (multi != NULL)
+		curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) otp_link_max_concurrency);
+}
+
+/*
  * url_is_https: whether url starts with "https://" (case-insensitive).
  */
 static bool

@@ -52,10 +52,17 @@ void		_PG_init(void);
 void
 _PG_init(void)
 {
+	/*
+	 * A PGC_POSTMASTER variable can only be defined while preloading (else
+	 * guc.c raises FATAL); loaded later there is no worker, so the setting
+	 * is merely informative then.
+	 */
 	DefineCustomStringVariable("otp_link.database",
 							   "Database whose otp_link deliveries the background worker serves.",
 							   NULL, &otp_link_database, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+							   process_shared_preload_libraries_in_progress ?
+							   PGC_POSTMASTER : PGC_SIGHUP,
+							   0, NULL, NULL, NULL);
 	DefineCustomStringVariable("otp_link.retry_schedule",
 							   "Delays before each delivery attempt, comma-separated (e.g. \"0, 5s, 5min\").",
 							   "The number of entries is the number of attempts; units ms, s, min, h, d.",

@@ -136,6 +136,7 @@ struct WaitEventSet;
 struct sockaddr;
 
 extern void otp_http_init(void);
+extern void otp_http_reconfigure(void);
 extern bool otp_http_start(OtpHttpRequest *req);
 extern int	otp_http_inflight(void);
 extern int	otp_http_nsockets(void);

@@ -44,6 +44,7 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
+#include "commands/trigger.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -81,6 +82,7 @@
 #define OTP_MAX_DELAY_MS		((int64) 30 * 86400 * 1000)
 
 PG_FUNCTION_INFO_V1(otp_link_delivery_requeue);
+PG_FUNCTION_INFO_V1(otp_link_deliveries_wake);
 
 /* shared state: where the worker's latch is */
 typedef struct OtpLinkShared
@@ -107,6 +109,7 @@ static RetrySchedule *retry_schedule = NULL;
 static bool xact_cb_registered = false;
 static bool wake_pending = false;
 static bool not_served_logged = false;
+static bool am_worker = false;	/* this process is the worker */
 
 /* worker state */
 static MemoryContext loop_cxt = NULL;
@@ -243,6 +246,8 @@ otp_link_xact_callback(XactEvent event, void *arg)
 void
 otp_link_wake_worker_at_commit(void)
 {
+	if (am_worker)
+		return;					/* it claims again on its own */
 	if (!xact_cb_registered)
 	{
 		RegisterXactCallback(otp_link_xact_callback, NULL);
@@ -505,7 +510,7 @@ extension_ready(void)
 		if (SPI_processed > 0)
 			ereport(LOG,
 					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
-					 errmsg("otp_link worker released %llu deliveries leased by a previous worker",
+					 errmsg("otp_link worker released %llu stale delivery leases",
 							(unsigned long long) SPI_processed)));
 		ext_oid_seen = ext;
 	}
@@ -703,7 +708,9 @@ record_results(void)
 								   "       updated_at = pg_catalog.now(), "
 								   "       delivered_at = CASE WHEN r.status = 'delivered' "
 								   "                      THEN pg_catalog.now() ELSE d.delivered_at END "
-								   "  FROM pg_catalog.unnest($1, $2, $3, $4, $5, $6) "
+								   "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+								   "                  pg_catalog.unnest($3), pg_catalog.unnest($4), "
+								   "                  pg_catalog.unnest($5), pg_catalog.unnest($6)) "
 								   "       AS r(id, status, next_at, http, err, attempts) "
 								   " WHERE d.id = r.id AND d.status = 'queued' AND d.attempts = r.attempts",
 								   6, argtypes, args, NULL, false, 0);
@@ -765,7 +772,9 @@ static const char *claim_sql =
 
 /*
  * build_request: turn one claimed row into an OtpHttpRequest in its own
- * memory context (child of TopMemoryContext), with its headers and, for
+ * memory context (a child of the loop context, moved under
+ * TopMemoryContext by the caller once the claim committed), with its
+ * headers and, for
  * signed deliveries, its Standard Webhooks signature.  Runs inside the
  * claim transaction (signing needs a resource owner).  Returns NULL after
  * queueing a local "dead"/"invalid" result when the row cannot be sent.
@@ -782,7 +791,8 @@ build_request(HeapTuple tup, TupleDesc desc)
 	char	   *token;
 	char	   *webhook_id;
 
-	cxt = AllocSetContextCreate(TopMemoryContext, "otp_link request",
+	/* under the loop context until the claim commits: an ERROR frees it */
+	cxt = AllocSetContextCreate(loop_cxt, "otp_link request",
 								ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cxt);
 
@@ -891,8 +901,15 @@ claim_and_send(int slots)
 							SPI_result_code_string(rc))));
 		claimed = SPI_processed;
 		for (i = 0; i < claimed; i++)
-			reqs = lappend(reqs, build_request(SPI_tuptable->vals[i],
-											   SPI_tuptable->tupdesc));
+		{
+			OtpHttpRequest *req = build_request(SPI_tuptable->vals[i],
+												SPI_tuptable->tupdesc);
+			MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+
+			/* the list must survive SPI_finish() */
+			reqs = lappend(reqs, req);
+			MemoryContextSwitchTo(old);
+		}
 
 		if (claimed >= (uint64) slots)
 			next_claim = now;
@@ -927,7 +944,11 @@ claim_and_send(int slots)
 	foreach(lc, reqs)
 	{
 		OtpHttpRequest *req = (OtpHttpRequest *) lfirst(lc);
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContext old;
+
+		/* the request now outlives the round */
+		MemoryContextSetParent(req->cxt, TopMemoryContext);
+		old = MemoryContextSwitchTo(TopMemoryContext);
 
 		if (req->outcome != OTP_HTTP_PENDING || !otp_http_start(req))
 			unrecorded = lappend(unrecorded, req);
@@ -953,7 +974,7 @@ call_expire(void)
 	int			rc;
 
 	rc = SPI_execute("SELECT p.pronargs = p.pronargdefaults FROM pg_catalog.pg_proc p"
-					 " WHERE p.oid = pg_catalog.coalesce("
+					 " WHERE p.oid = coalesce("
 					 "   pg_catalog.to_regprocedure('otp_link.otp_link_expire(integer)'),"
 					 "   pg_catalog.to_regprocedure('otp_link.otp_link_expire()'))",
 					 true, 1);
@@ -1144,9 +1165,9 @@ one_round(void)
 	now = GetCurrentTimestamp();
 	if (now >= next_sweep)
 	{
+		/* set first: a failing sweep must not be retried at once */
+		next_sweep = TimestampTzPlusMilliseconds(now, otp_link_sweep_interval_ms);
 		sweep();
-		next_sweep = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-												 otp_link_sweep_interval_ms);
 	}
 
 	slots = otp_link_max_concurrency - otp_http_inflight();
@@ -1182,8 +1203,11 @@ otp_link_worker_main(Datum arg)
 	}
 	on_shmem_exit(worker_shmem_exit, (Datum) 0);
 
+	am_worker = true;
 	pgstat_report_appname("otp_link worker");
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	/* a row lock held elsewhere must not stall every delivery */
+	SetConfigOption("lock_timeout", "10s", PGC_SUSET, PGC_S_OVERRIDE);
 	pg_prng_seed(&prng, (uint64) GetCurrentTimestamp() ^ ((uint64) MyProcPid << 32));
 
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "otp_link worker loop",
@@ -1196,22 +1220,23 @@ otp_link_worker_main(Datum arg)
 
 	for (;;)
 	{
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			next_claim = 0;
-			next_sweep = Min(next_sweep,
-							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														 otp_link_sweep_interval_ms));
-		}
-
 		MemoryContextReset(loop_cxt);
 		MemoryContextSwitchTo(loop_cxt);
 
 		PG_TRY();
 		{
+			/* SIGTERM exits here (FATAL); a cancel is an ERROR caught below */
+			CHECK_FOR_INTERRUPTS();
+			if (ConfigReloadPending)
+			{
+				ConfigReloadPending = false;
+				ProcessConfigFile(PGC_SIGHUP);
+				otp_http_reconfigure();
+				next_claim = 0;
+				next_sweep = Min(next_sweep,
+								 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															 otp_link_sweep_interval_ms));
+			}
 			one_round();
 		}
 		PG_CATCH();
@@ -1229,15 +1254,40 @@ otp_link_worker_main(Datum arg)
 				MemoryContextDelete(((OtpHttpRequest *) lfirst(lc))->cxt);
 			list_free(unrecorded);
 			unrecorded = NIL;
-			ext_oid_seen = InvalidOid;
 			next_claim = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 			RESUME_INTERRUPTS();
+
+			/* do not spin on a persistent error */
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 1000L, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
 		}
 		PG_END_TRY();
 
 		MemoryContextSwitchTo(loop_cxt);
 		wait_for_work();
 	}
+}
+
+/* ----------------------------------------------------------------
+ * SQL: otp_link.otp_link_deliveries_wake() trigger
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * otp_link_deliveries_wake: statement-level AFTER trigger on
+ * otp_link.deliveries; wakes the worker when the transaction commits.
+ * ERRORs if not called as a trigger.
+ */
+Datum
+otp_link_deliveries_wake(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("otp_link_deliveries_wake() must be called as a trigger")));
+	otp_link_wake_worker_at_commit();
+	return PointerGetDatum(NULL);
 }
 
 /* ----------------------------------------------------------------
@@ -1258,6 +1308,8 @@ otp_link_delivery_requeue(PG_FUNCTION_ARGS)
 	int64		id = PG_GETARG_INT64(0);
 	Oid			argtypes[1] = {INT8OID};
 	Datum		args[1];
+	Oid			argtypes2[2];
+	Datum		args2[2];
 	Datum		result;
 	bool		isnull;
 	int			rc;
@@ -1282,12 +1334,14 @@ otp_link_delivery_requeue(PG_FUNCTION_ARGS)
 						id, SPI_result_code_string(rc))));
 	requeued = (SPI_processed == 1);
 
+	argtypes2[0] = INT8OID;
+	argtypes2[1] = BOOLOID;
+	args2[0] = Int64GetDatum(id);
+	args2[1] = BoolGetDatum(requeued);
 	rc = SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object('id', id, 'status', status,"
 							   " 'attempts', attempts, 'requeued', $2)"
 							   "  FROM otp_link.deliveries WHERE id = $1",
-							   2, (Oid[]) {INT8OID, BOOLOID},
-							   (Datum[]) {Int64GetDatum(id), BoolGetDatum(requeued)},
-							   NULL, false, 1);
+							   2, argtypes2, args2, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),

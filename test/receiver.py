@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+#
+# test/receiver.py: a local HTTP receiver for the otp_link worker tests.
+#
+# Listens on 127.0.0.1 on a free port (written to --port-file), and appends
+# one JSON line per request to --log:
+#   {"t": <unix time>, "path": ..., "peer_port": <client port>,
+#    "headers": {lower-case name: value}, "body": ...}
+# The path chooses the answer:
+#   /ok/...              200
+#   /status/<code>/...   <code>
+#   /flaky/<n>/...       500 for the first <n> requests of a webhook-id, then 200
+#   /slow/<ms>/...       sleeps <ms> milliseconds, then 200
+#   /retry-after/<s>/... 429 with "Retry-After: <s>" for the first request of a
+#                        webhook-id, then 200
+#   /echo-auth/...       401 with the Authorization header in the body
+# Python standard library only.
+
+import argparse
+import json
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+lock = threading.Lock()
+seen = {}
+logf = None
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def reply(self, code, body=b"", headers=None):
+        self.send_response(code)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n).decode("utf-8", "replace")
+        rec = {"t": time.time(), "path": self.path,
+               "peer_port": self.client_address[1],
+               "headers": {k.lower(): v for k, v in self.headers.items()},
+               "body": body}
+        parts = [p for p in self.path.split("/") if p]
+        key = (self.path, self.headers.get("webhook-id") or body)
+        with lock:
+            seen[key] = seen.get(key, 0) + 1
+            count = seen[key]
+        kind = parts[0] if parts else "ok"
+        if kind == "slow":
+            time.sleep(int(parts[1]) / 1000.0)
+        with lock:
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
+        if kind == "status":
+            self.reply(int(parts[1]), b"status %s from receiver" % parts[1].encode())
+        elif kind == "flaky":
+            if count <= int(parts[1]):
+                self.reply(500, b"flaky failure")
+            else:
+                self.reply(200, b"ok")
+        elif kind == "retry-after":
+            if count == 1:
+                self.reply(429, b"slow down", {"Retry-After": parts[1]})
+            else:
+                self.reply(200, b"ok")
+        elif kind == "echo-auth":
+            self.reply(401, ("bad token " + (self.headers.get("Authorization") or "")).encode())
+        else:
+            self.reply(200, b"ok")
+
+
+def main():
+    global logf
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port-file", required=True)
+    ap.add_argument("--log", required=True)
+    args = ap.parse_args()
+    logf = open(args.log, "a", encoding="utf-8")
+    ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer.request_queue_size = 512
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    tmp = args.port_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(srv.server_address[1]))
+    os.rename(tmp, args.port_file)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
