@@ -788,9 +788,16 @@ otp_link_generate(PG_FUNCTION_ARGS)
 				 errmsg("the prompt cannot contain {link}"),
 				 errdetail("The login link exists only once the code is verified."),
 				 errhint("Use {link} in the success text.")));
+	for (i = 1; i < 3; i++)
+		if (otp_template_has(texts[i], "{link}"))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("message.%s cannot contain {link}", message_keys[i + 1]),
+					 errdetail("A login link is issued only when the code is verified."),
+					 errhint("Use {link} in the success text only.")));
 	if (link_url == NULL)
 	{
-		for (i = 0; i < 3; i++)
+		for (i = 0; i < 1; i++)
 			if (otp_template_has(texts[i], "{link}"))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
