@@ -163,6 +163,62 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION otp_link.otp_link_instance_create(text, text, jsonb) IS
 'Registers a WhatsApp number; returns its uuid, phone, chat_id and webhook signing secret';
 
+CREATE FUNCTION otp_link.otp_link_instance_update(instance uuid, name text DEFAULT NULL,
+												  options jsonb DEFAULT NULL,
+												  rotate_secret boolean DEFAULT false)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_instance_update'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean) IS
+'Replaces an instance''s name and/or options, optionally with a new signing secret; links already made keep their texts';
+
+CREATE FUNCTION otp_link.otp_link_instance_delete(instance uuid)
+RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH d AS (DELETE FROM otp_link.instances WHERE id = instance RETURNING 1)
+	SELECT count(*) = 1 FROM d
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_instance_delete(uuid) IS
+'Deletes an instance with its links and deliveries (queued ones are not sent); true if it existed';
+
+/*
+ * Replies held for the application (instances without a reply endpoint):
+ * the application takes them, sends them through its own WhatsApp
+ * provider, and they count as delivered.  SKIP LOCKED lets several
+ * application workers take replies at once without sending one twice.
+ */
+CREATE FUNCTION otp_link.otp_link_replies_take(instance uuid DEFAULT NULL,
+											   max_replies integer DEFAULT 100)
+RETURNS jsonb
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH taken AS (
+		SELECT id FROM otp_link.deliveries
+		 WHERE status = 'held' AND kind = 'reply'
+		   AND (otp_link_replies_take.instance IS NULL OR instance_id = otp_link_replies_take.instance)
+		 ORDER BY id LIMIT greatest(least(max_replies, 1000), 0)
+		   FOR UPDATE SKIP LOCKED),
+	done AS (
+		UPDATE otp_link.deliveries d
+		   SET status = 'delivered', delivered_at = now(), updated_at = now(),
+			   attempts = d.attempts + 1, last_error = 'taken by the application'
+		  FROM taken WHERE d.id = taken.id
+		RETURNING d.id, d.instance_id, d.link_id, d.event, d.payload, d.created_at)
+	SELECT jsonb_build_object('replies', coalesce(jsonb_agg(jsonb_build_object(
+			   'id', id, 'instance', instance_id, 'link', link_id, 'event', event,
+			   'to', payload->>'to', 'chat_id', (payload->>'to') || '@c.us',
+			   'body', payload->>'body',
+			   'created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'))
+			   ORDER BY id), '[]'::jsonb))
+	  FROM done
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_replies_take(uuid, integer) IS
+'Takes up to max_replies held replies (for instances without a reply endpoint) for the application to send; they become delivered';
+
 CREATE FUNCTION otp_link.otp_link_generate(instance uuid,
 										   expires integer DEFAULT 1800,
 										   name text DEFAULT NULL,
@@ -347,7 +403,12 @@ GRANT EXECUTE ON FUNCTION otp_link.otp_link_instance_create(text, text, jsonb),
 	otp_link.otp_link_metrics(interval)
 	TO otp_link_admin;
 GRANT SELECT ON otp_link.stats TO otp_link_admin;
-GRANT EXECUTE ON FUNCTION otp_link.otp_link_redeem(text, text) TO otp_link_app, otp_link_admin;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_redeem(text, text),
+	otp_link.otp_link_replies_take(uuid, integer)
+	TO otp_link_app, otp_link_admin;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean),
+	otp_link.otp_link_instance_delete(uuid)
+	TO otp_link_admin;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_consume_message(text, text, text, uuid),
 	otp_link.otp_link_consume_trigger(),
 	otp_link.otp_link_consume_webhook(jsonb),

@@ -32,6 +32,7 @@ PG_FUNCTION_INFO_V1(otp_link_instance_create);
 PG_FUNCTION_INFO_V1(otp_link_generate);
 PG_FUNCTION_INFO_V1(otp_link_status);
 PG_FUNCTION_INFO_V1(otp_link_cancel);
+PG_FUNCTION_INFO_V1(otp_link_instance_update);
 
 #define MAX_METADATA_BYTES	16384
 #define CODE_ATTEMPTS		16
@@ -1046,4 +1047,88 @@ otp_link_cancel(PG_FUNCTION_ARGS)
 		no_such_link(values[0]);
 	SPI_finish();
 	PG_RETURN_JSONB_P(result);
+}
+
+/* ----------------------------------------------------------------
+ * otp_link_instance_update(instance uuid, name text, options jsonb,
+ *		rotate_secret boolean) RETURNS jsonb
+ *
+ * Replaces the name and/or the options (checked like instance_create's)
+ * of an instance, and optionally gives it a new signing secret.  Links
+ * already generated keep the texts and callbacks they were made with.
+ * Returns the instance; "secret" only when it was rotated.
+ * ----------------------------------------------------------------
+ */
+Datum
+otp_link_instance_update(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[5] = {UUIDOID, TEXTOID, BOOLOID, JSONBOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	char	   *name = NULL;
+	Jsonb	   *options = NULL;
+	char	   *secret = NULL;
+	bool		rotate = !PG_ARGISNULL(3) && PG_GETARG_BOOL(3);
+	StringInfoData buf;
+	char	   *row[4];
+	int			i;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("instance must not be null"),
+				 errhint("Pass the uuid returned by otp_link_instance_create.")));
+	if (!PG_ARGISNULL(1))
+	{
+		name = text_to_cstring(PG_GETARG_TEXT_PP(1));
+		check_text_len(name, OTP_MAX_NAME_CHARS, "name");
+	}
+	if (!PG_ARGISNULL(2))
+	{
+		options = PG_GETARG_JSONB_P(2);
+		check_options(options);
+	}
+	if (rotate)
+		secret = otp_random_secret();
+
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = name ? CStringGetTextDatum(name) : (Datum) 0;
+	nulls[1] = name ? ' ' : 'n';
+	values[2] = BoolGetDatum(name != NULL);
+	values[3] = options ? JsonbPGetDatum(options) : (Datum) 0;
+	nulls[3] = options ? ' ' : 'n';
+	values[4] = secret ? CStringGetTextDatum(secret) : (Datum) 0;
+	nulls[4] = secret ? ' ' : 'n';
+
+	otp_spi_connect();
+	otp_prepare(&plan,
+				"UPDATE otp_link.instances SET "
+				"name = CASE WHEN $3 THEN $2 ELSE name END, "
+				"options = coalesce($4, options), secret = coalesce($5, secret) "
+				"WHERE id = $1 RETURNING id::text, phone, name, "
+				"to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')",
+				5, types);
+	if (otp_spi_execute(plan, values, nulls, 1) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "instance update failed");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(OTP_ERRCODE_NOT_FOUND),
+				 errmsg("instance %s does not exist",
+						DatumGetCString(DirectFunctionCall1(uuid_out, values[0]))),
+				 errhint("Create one with otp_link_instance_create.")));
+	for (i = 0; i < 4; i++)
+		row[i] = otp_spi_text(i + 1);
+	SPI_finish();
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	otp_json_str(&buf, "uuid", row[0]);
+	otp_json_str(&buf, "phone", row[1]);
+	otp_json_str(&buf, "chat_id", psprintf("%s@c.us", row[1]));
+	otp_json_str(&buf, "name", row[2]);
+	if (secret)
+		otp_json_str(&buf, "secret", secret);
+	otp_json_str(&buf, "created_at", row[3]);
+	PG_RETURN_JSONB_P(otp_json_finish(&buf));
 }
