@@ -103,6 +103,11 @@ ok(wait_status($id, 'delivered', 10), 'Retry-After: delivered');
 is(scalar(@r), 2, 'Retry-After: two attempts');
 cmp_ok($r[1]{t} - $r[0]{t}, '>=', 1.9, 'Retry-After: 2 s honoured instead of 200 ms');
 
+$id = add_delivery($node, $inst, "$url/retry-after-date/3/f2");
+ok(wait_status($id, 'delivered', 10), 'Retry-After as an HTTP-date: delivered');
+@r = @{ received($rcv, qr{^/retry-after-date/3/f2}) };
+cmp_ok($r[1]{t} - $r[0]{t}, '>=', 1.9, 'Retry-After HTTP-date honoured (' . ($r[1]{t} - $r[0]{t}) . ' s)');
+
 # --- requeue a dead delivery -------------------------------------------------
 my $res = decode_json($node->safe_psql('postgres', "SELECT otp_link.otp_link_delivery_requeue($dead)"));
 ok($res->{requeued}, 'requeue: requeued');
