@@ -1,0 +1,511 @@
+'use strict';
+/*
+ * examples/login/server.js: a "Log in with WhatsApp" page on top of otp_link.
+ *
+ *   GET  /                     the page (who is logged in, or the login button)
+ *   POST /login/start          new browser binding (HttpOnly cookie) + otp_link_generate
+ *   GET  /login/status         otp_link_status of this browser's pending link
+ *   GET  /login/complete       the {link} of the WhatsApp reply: otp_link_redeem(token, binding)
+ *   POST /logout
+ *   GET  /healthz
+ *
+ * With OTP_LINK_DEV=1 (run.sh and test.sh set it), two development-only
+ * endpoints stand in for the user's phone and the WhatsApp provider:
+ *
+ *   POST /dev/whatsapp/send      the phone sends a message: INSERT INTO the inbox table
+ *   GET  /dev/whatsapp/messages  the provider hands the held replies to that phone
+ *
+ * Environment: PGHOST, PGPORT, PGUSER, PGDATABASE (read by `pg`), PORT (3000),
+ * PUBLIC_URL (http://127.0.0.1:PORT), WHATSAPP_NUMBER (the instance's number),
+ * OTP_LINK_INSTANCE (an existing instance uuid; otherwise one is found or
+ * created for WHATSAPP_NUMBER), LINK_TTL (seconds, 600), INBOX_TABLE (inbox).
+ */
+const http = require('node:http');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const path = require('node:path');
+const { Pool } = require('pg');
+const QRCode = require('qrcode');
+
+const HOST = '127.0.0.1';
+const PORT = intEnv('PORT', 3000, 1, 65535);
+const PUBLIC_URL = (process.env.PUBLIC_URL || `http://${HOST}:${PORT}`).replace(/\/+$/, '');
+const PUBLIC_ORIGIN = new URL(PUBLIC_URL).origin;
+const SECURE_COOKIES = PUBLIC_URL.startsWith('https:');
+const WHATSAPP_NUMBER = process.env.WHATSAPP_NUMBER || '+1 555 010 0001';
+const LINK_TTL = intEnv('LINK_TTL', 600, 30, 86400);
+const DEV = process.env.OTP_LINK_DEV === '1';
+const INBOX_TABLE = process.env.INBOX_TABLE || 'inbox';
+const APP_NAME = 'otp_link demo';
+const SESSION_TTL_MS = 8 * 3600 * 1000;
+const MAX_BODY = 16 * 1024;
+
+/* The texts of the WhatsApp conversation; {link} is the one-time login URL. */
+const MESSAGES = {
+	prompt: 'Log me in to {name}',
+	success: 'Here is your login link: {link}\nOpen it in the browser where you asked to log in. It works once.',
+	failed: 'Login failed, please try again.',
+	expired: 'This login request has expired, please ask for a new one.',
+};
+
+if (!/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$/.test(INBOX_TABLE)) {
+	console.error(`INBOX_TABLE must be a plain (schema.)table name, not ${JSON.stringify(INBOX_TABLE)}`);
+	process.exit(2);
+}
+
+const pool = new Pool({
+	max: 5,
+	connectionTimeoutMillis: 5000,
+	idleTimeoutMillis: 10000,
+	statement_timeout: 5000,
+	application_name: 'otp_link login example',
+});
+pool.on('error', (err) => console.error('pg pool:', err.message));
+
+let instanceId = null;
+const sessions = new Map(); /* session id -> who logged in */
+
+function intEnv(name, dflt, min, max) {
+	const v = process.env[name] === undefined || process.env[name] === '' ? dflt : Number(process.env[name]);
+	if (!Number.isInteger(v) || v < min || v > max) {
+		console.error(`${name} must be an integer between ${min} and ${max}`);
+		process.exit(2);
+	}
+	return v;
+}
+
+/* ---------------------------------------------------------------- HTTP helpers */
+
+function esc(s) {
+	return String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+}
+
+function parseCookies(req) {
+	const out = {};
+	for (const part of (req.headers.cookie || '').split(';')) {
+		const i = part.indexOf('=');
+		if (i > 0)
+			out[part.slice(0, i).trim()] = decodeURIComponent(part.slice(i + 1).trim());
+	}
+	return out;
+}
+
+function cookie(name, value, { path: p = '/', maxAge } = {}) {
+	let c = `${name}=${encodeURIComponent(value)}; Path=${p}; HttpOnly; SameSite=Lax`;
+	if (SECURE_COOKIES)
+		c += '; Secure';
+	if (maxAge !== undefined)
+		c += `; Max-Age=${maxAge}`;
+	return c;
+}
+
+function clearCookie(name, p = '/') {
+	return cookie(name, '', { path: p, maxAge: 0 });
+}
+
+const BASE_HEADERS = {
+	'Cache-Control': 'no-store',
+	/* keeps the token of /login/complete from leaving; no-referrer would make form POSTs send "Origin: null" */
+	'Referrer-Policy': 'same-origin',
+	'X-Content-Type-Options': 'nosniff',
+	'X-Frame-Options': 'DENY',
+	'Content-Security-Policy': "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+};
+
+function send(res, status, type, body, headers = {}) {
+	res.writeHead(status, { ...BASE_HEADERS, 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), ...headers });
+	res.end(body);
+}
+
+function sendJson(res, status, obj, headers = {}) {
+	send(res, status, 'application/json; charset=utf-8', JSON.stringify(obj), headers);
+}
+
+function redirect(res, location, headers = {}) {
+	res.writeHead(303, { ...BASE_HEADERS, Location: location, 'Content-Length': 0, ...headers });
+	res.end();
+}
+
+function readJson(req) {
+	return new Promise((resolve, reject) => {
+		let size = 0;
+		const chunks = [];
+		req.on('data', (c) => {
+			size += c.length;
+			if (size > MAX_BODY) {
+				reject(Object.assign(new Error('request body too large'), { status: 413 }));
+				req.destroy();
+			} else
+				chunks.push(c);
+		});
+		req.on('end', () => {
+			if (chunks.length === 0)
+				return resolve({});
+			try {
+				resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+			} catch {
+				reject(Object.assign(new Error('invalid JSON'), { status: 400 }));
+			}
+		});
+		req.on('error', reject);
+	});
+}
+
+/* A POST must come from our own pages (a cheap CSRF guard on top of SameSite). */
+function sameOrigin(req) {
+	const origin = req.headers.origin;
+	return origin === undefined || origin === PUBLIC_ORIGIN;
+}
+
+function session(req) {
+	const sid = parseCookies(req).sid;
+	const s = sid && sessions.get(sid);
+	if (!s)
+		return null;
+	if (Date.now() - s.created > SESSION_TTL_MS) {
+		sessions.delete(sid);
+		return null;
+	}
+	return s;
+}
+
+function digitsOf(phone) {
+	const d = String(phone || '').replace(/@c\.us$/, '').replace(/[\s+\-.()]/g, '');
+	return /^[0-9]{8,15}$/.test(d) ? d : null;
+}
+
+function prettyTime(iso) {
+	const t = new Date(iso);
+	return Number.isNaN(t.getTime()) ? iso : t.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
+}
+
+function prettyPhone(digits) {
+	return digits ? `+${digits}` : '';
+}
+
+/* ---------------------------------------------------------------- pages */
+
+function layout(title, main, { dev = DEV } = {}) {
+	return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(title)}</title>
+<link rel="stylesheet" href="/static/style.css">
+<script src="/static/app.js" defer></script>
+</head>
+<body data-dev="${dev ? '1' : '0'}">
+<header class="top"><span class="logo">otp_link</span> <span class="muted">example login page</span></header>
+<div class="wrap">
+${main}
+</div>
+</body>
+</html>
+`;
+}
+
+function phonePanel() {
+	if (!DEV)
+		return '';
+	return `<section class="phone" id="phone" aria-label="Simulated WhatsApp">
+  <div class="phone-top">
+    <div class="dev-badge">development only</div>
+    <div class="phone-title">Simulated WhatsApp</div>
+    <label class="from">Your number <input id="phone-from" value="+1 555 010 0199" inputmode="tel" autocomplete="off"></label>
+  </div>
+  <div class="chat-head">Chat with <b>${esc(APP_NAME)}</b> <span class="muted">${esc(prettyPhone(digitsOf(WHATSAPP_NUMBER)))}</span></div>
+  <div class="chat" id="chat"><p class="chat-empty" id="chat-empty">Start a login: the message WhatsApp would pre-fill appears below.</p></div>
+  <div class="composer">
+    <textarea id="draft" rows="3" placeholder="Message" disabled></textarea>
+    <button id="send" class="send" disabled>Send</button>
+  </div>
+  <p class="phone-note">Sending inserts the message into the <code>${esc(INBOX_TABLE)}</code> table, as a WhatsApp provider's webhook would; the trigger runs <code>otp_link_consume_message</code>.</p>
+</section>`;
+}
+
+function homePage(s) {
+	if (s) {
+		const main = `<main class="card" id="welcome">
+  <div class="ok-mark" aria-hidden="true">✓</div>
+  <h1>You are logged in</h1>
+  <dl class="who">
+    <dt>Phone</dt><dd id="who-phone">${esc(prettyPhone(s.phone))}</dd>
+    <dt>WhatsApp chat id</dt><dd id="who-chat">${esc(s.chatId)}</dd>
+    <dt>Verified at</dt><dd>${esc(prettyTime(s.verifiedAt))}</dd>
+    <dt>OTP link</dt><dd class="mono small">${esc(s.uuid)}</dd>
+  </dl>
+  <form method="post" action="/logout"><button class="secondary" id="logout">Log out</button></form>
+</main>`;
+		return layout('Logged in · otp_link demo', `<div class="grid one">${main}</div>`);
+	}
+	const main = `<main class="card" id="login">
+  <h1>Log in to ${esc(APP_NAME)}</h1>
+  <p class="lead">No password: send one WhatsApp message from your phone.</p>
+  <div id="step-start">
+    <button id="start" class="wa">Log in with WhatsApp</button>
+  </div>
+  <div id="step-link" hidden>
+    <ol class="steps">
+      <li>Scan the code with your phone, or open WhatsApp on this device.</li>
+      <li>Send the pre-filled message (do not change it).</li>
+      <li>Open the login link WhatsApp sends back, <b>in this browser</b>.</li>
+    </ol>
+    <div class="qr-box"><img id="qr" alt="QR code of the WhatsApp link" width="232" height="232"></div>
+    <a id="wa-link" class="wa" target="_blank" rel="noopener noreferrer">Open WhatsApp</a>
+    <p id="status" class="status pending" role="status" aria-live="polite">Waiting for your WhatsApp message…</p>
+    <p class="muted small" id="expires"></p>
+    <button id="restart" class="link-button">Start over</button>
+  </div>
+  <p id="error" class="error" role="alert" hidden></p>
+</main>`;
+	return layout('Log in · otp_link demo', `<div class="grid${DEV ? '' : ' one'}">${main}${phonePanel()}</div>`);
+}
+
+function errorPage(status, title, text) {
+	const main = `<main class="card" id="problem" data-result="${esc(title.code)}">
+  <div class="bad-mark" aria-hidden="true">!</div>
+  <h1>${esc(title.text)}</h1>
+  <p>${esc(text)}</p>
+  <p class="muted small">otp_link_redeem result: <code id="result">${esc(title.code)}</code></p>
+  <p><a href="/" class="secondary-link">Back to the login page</a></p>
+</main>`;
+	return [status, layout(`${title.text} · otp_link demo`, `<div class="grid one">${main}</div>`, { dev: false })];
+}
+
+const REDEEM_PROBLEMS = {
+	binding_mismatch: [403, 'Wrong browser',
+		'This login link was opened in a different browser from the one that asked for it. Open it in the browser where you clicked "Log in with WhatsApp". (The link is still valid there.)'],
+	already_redeemed: [410, 'Link already used',
+		'This login link has already been used. Each link works once; start a new login if you need one.'],
+	token_expired: [410, 'Link expired',
+		'This login link has expired. Start a new login.'],
+	invalid_token: [404, 'Unknown link',
+		'This login link is not valid.'],
+};
+
+/* ---------------------------------------------------------------- handlers */
+
+async function startLogin(req, res) {
+	if (!sameOrigin(req))
+		return sendJson(res, 403, { error: 'cross-origin request refused' });
+	/* the browser binding: 32 random bytes, only this browser has them (HttpOnly) */
+	const binding = crypto.randomBytes(32).toString('base64url');
+	const linkUrl = `${PUBLIC_URL}/login/complete?token={token}`;
+	let link;
+	try {
+		const r = await pool.query(
+			`SELECT otp_link.otp_link_generate(instance => $1, expires => $2, name => $3,
+				message => $4, binding => $5, link_url => $6, rate_key => $7,
+				metadata => $8) AS link`,
+			[instanceId, LINK_TTL, APP_NAME, JSON.stringify(MESSAGES), binding, linkUrl,
+				`ip:${req.socket.remoteAddress}`, JSON.stringify({ purpose: 'login', return_to: '/' })]);
+		link = r.rows[0].link;
+	} catch (err) {
+		if (err.code === 'PT429')
+			return sendJson(res, 429, { error: 'Too many login attempts from here; wait a few minutes.' });
+		throw err;
+	}
+	const qr = await QRCode.toString(link.whatsapp_link, { type: 'svg', errorCorrectionLevel: 'M', margin: 2, color: { dark: '#111111', light: '#ffffff' } });
+	const draft = new URL(link.whatsapp_link).searchParams.get('text');
+	const age = LINK_TTL + 3600; /* the link's life, then time to open the {link} (otp_link.token_ttl: 10 min by default) */
+	sendJson(res, 200, {
+		whatsapp_link: link.whatsapp_link,
+		qr: `data:image/svg+xml;base64,${Buffer.from(qr).toString('base64')}`,
+		expires_at: link.expires_at,
+		draft: DEV ? draft : undefined,
+	}, {
+		'Set-Cookie': [
+			cookie('otp_binding', binding, { path: '/login', maxAge: age }),
+			cookie('otp_pending', link.uuid, { path: '/login', maxAge: age }),
+		],
+	});
+}
+
+async function loginStatus(req, res) {
+	const uuid = parseCookies(req).otp_pending;
+	if (!uuid || !/^[0-9a-f-]{36}$/i.test(uuid))
+		return sendJson(res, 404, { status: 'none' });
+	const r = await pool.query('SELECT otp_link.otp_link_status($1) AS s', [uuid]);
+	const s = r.rows[0].s;
+	/* not the verified chat id: it belongs to whoever redeems the link */
+	sendJson(res, 200, { status: s.status, expires_at: s.expires_at, redeemed: s.redeemed });
+}
+
+async function completeLogin(req, res, url) {
+	const token = url.searchParams.get('token');
+	if (!token || token.length > 256) {
+		const [st, html] = errorPage(400, { code: 'no_token', text: 'No login link' }, 'The address has no login token.');
+		return send(res, st, 'text/html; charset=utf-8', html);
+	}
+	const binding = parseCookies(req).otp_binding || null;
+	const r = await pool.query('SELECT otp_link.otp_link_redeem(token => $1, binding => $2) AS r', [token, binding]);
+	const result = r.rows[0].r;
+	console.log(`redeem: ${result.result}`);
+	if (result.result === 'redeemed') {
+		const sid = crypto.randomBytes(32).toString('base64url');
+		sessions.set(sid, {
+			created: Date.now(),
+			phone: result.phone,
+			chatId: result.chat_id,
+			uuid: result.uuid,
+			verifiedAt: result.verified_at,
+		});
+		const back = result.metadata && typeof result.metadata.return_to === 'string' &&
+			result.metadata.return_to.startsWith('/') && !result.metadata.return_to.startsWith('//') ?
+			result.metadata.return_to : '/';
+		return redirect(res, back, {
+			'Set-Cookie': [
+				cookie('sid', sid, { maxAge: SESSION_TTL_MS / 1000 }),
+				clearCookie('otp_binding', '/login'),
+				clearCookie('otp_pending', '/login'),
+			],
+		});
+	}
+	const [st, title, text] = REDEEM_PROBLEMS[result.result] || [400, 'Login failed', 'The login link could not be used.'];
+	const [status, html] = errorPage(st, { code: result.result, text: title }, text);
+	send(res, status, 'text/html; charset=utf-8', html);
+}
+
+/* dev only: the user's phone sends a WhatsApp message to the instance */
+async function devSend(req, res) {
+	if (!sameOrigin(req))
+		return sendJson(res, 403, { error: 'cross-origin request refused' });
+	const body = await readJson(req);
+	const from = digitsOf(body.from);
+	if (!from)
+		return sendJson(res, 400, { error: 'Your number must have 8 to 15 digits.' });
+	const text = typeof body.text === 'string' ? body.text.slice(0, 4096) : '';
+	const messageId = `sim.${crypto.randomBytes(12).toString('hex')}`;
+	/* what a provider webhook handler does: store the message; the trigger consumes it */
+	await pool.query(`INSERT INTO ${INBOX_TABLE} (chat_id, body, message_id) VALUES ($1, $2, $3)`,
+		[`${from}@c.us`, text, messageId]);
+	const r = await pool.query('SELECT outcome FROM otp_link.messages_seen WHERE message_id = $1', [messageId]);
+	sendJson(res, 200, { message_id: messageId, outcome: r.rows[0] ? r.rows[0].outcome : 'ignored' });
+}
+
+/*
+ * dev only: the provider delivers the replies otp_link holds for that phone
+ * (status 'held': the instance has no reply_endpoint, the application sends
+ * them itself) and marks them delivered.
+ */
+async function devMessages(req, res, url) {
+	const to = digitsOf(url.searchParams.get('phone'));
+	if (!to)
+		return sendJson(res, 400, { error: 'Your number must have 8 to 15 digits.' });
+	const r = await pool.query(
+		`WITH sent AS (
+			UPDATE otp_link.deliveries SET status = 'delivered', delivered_at = now(), updated_at = now()
+			 WHERE kind = 'reply' AND destination = $1 AND status = 'held'
+			RETURNING id)
+		 SELECT d.id, d.event, d.payload->>'body' AS body, d.created_at
+		   FROM otp_link.deliveries d
+		  WHERE d.kind = 'reply' AND d.destination = $1
+		    AND d.created_at > now() - interval '1 hour'
+		  ORDER BY d.id DESC LIMIT 5`,
+		[to]);
+	sendJson(res, 200, { messages: r.rows.reverse() });
+}
+
+const STATIC = {
+	'/static/app.js': ['application/javascript; charset=utf-8', 'app.js'],
+	'/static/style.css': ['text/css; charset=utf-8', 'style.css'],
+};
+const staticCache = new Map();
+
+function serveStatic(res, pathname) {
+	const [type, file] = STATIC[pathname];
+	if (!staticCache.has(file))
+		staticCache.set(file, fs.readFileSync(path.join(__dirname, 'public', file)));
+	const body = staticCache.get(file);
+	res.writeHead(200, { ...BASE_HEADERS, 'Content-Type': type, 'Content-Length': body.length });
+	res.end(body);
+}
+
+async function route(req, res) {
+	const url = new URL(req.url, PUBLIC_ORIGIN);
+	const key = `${req.method} ${url.pathname}`;
+	switch (key) {
+		case 'GET /':
+			return send(res, 200, 'text/html; charset=utf-8', homePage(session(req)));
+		case 'POST /login/start':
+			return startLogin(req, res);
+		case 'GET /login/status':
+			return loginStatus(req, res);
+		case 'GET /login/complete':
+			return completeLogin(req, res, url);
+		case 'POST /logout': {
+			if (!sameOrigin(req))
+				return sendJson(res, 403, { error: 'cross-origin request refused' });
+			const sid = parseCookies(req).sid;
+			if (sid)
+				sessions.delete(sid);
+			return redirect(res, '/', { 'Set-Cookie': clearCookie('sid') });
+		}
+		case 'GET /healthz':
+			await pool.query('SELECT 1');
+			return sendJson(res, 200, { ok: true });
+		case 'POST /dev/whatsapp/send':
+			if (DEV)
+				return devSend(req, res);
+			break;
+		case 'GET /dev/whatsapp/messages':
+			if (DEV)
+				return devMessages(req, res, url);
+			break;
+		default:
+			if (req.method === 'GET' && STATIC[url.pathname])
+				return serveStatic(res, url.pathname);
+	}
+	send(res, 404, 'text/plain; charset=utf-8', 'not found\n');
+}
+
+/* ---------------------------------------------------------------- start */
+
+async function findInstance() {
+	if (process.env.OTP_LINK_INSTANCE)
+		return process.env.OTP_LINK_INSTANCE;
+	const digits = digitsOf(WHATSAPP_NUMBER);
+	if (!digits)
+		throw new Error(`WHATSAPP_NUMBER ${JSON.stringify(WHATSAPP_NUMBER)} is not a phone number`);
+	const found = await pool.query('SELECT id::text FROM otp_link.instances WHERE phone = $1', [digits]);
+	if (found.rows.length)
+		return found.rows[0].id;
+	const r = await pool.query(
+		'SELECT otp_link.otp_link_instance_create(phone => $1, name => $2) AS i', [WHATSAPP_NUMBER, APP_NAME]);
+	return r.rows[0].i.uuid;
+}
+
+async function main() {
+	instanceId = await findInstance();
+	if (DEV)
+		await pool.query(`SELECT 1 FROM ${INBOX_TABLE} LIMIT 0`);	/* fail early without the inbox */
+	const server = http.createServer((req, res) => {
+		route(req, res).catch((err) => {
+			console.error(`${req.method} ${req.url.split('?')[0]}: ${err.message}`);
+			if (!res.headersSent)
+				sendJson(res, err.status || 500, { error: err.status ? err.message : 'internal error' });
+			else
+				res.destroy();
+		});
+	});
+	server.requestTimeout = 15000;
+	server.headersTimeout = 10000;
+	server.keepAliveTimeout = 2000;
+	server.listen(PORT, HOST, () => {
+		console.log(`otp_link login example listening on ${PUBLIC_URL}/ (instance ${instanceId}, WhatsApp number ${WHATSAPP_NUMBER}${DEV ? ', simulated phone ON' : ''})`);
+	});
+	const stop = () => {
+		server.close();
+		server.closeAllConnections();
+		pool.end().finally(() => process.exit(0));
+		setTimeout(() => process.exit(0), 3000).unref();
+	};
+	process.on('SIGTERM', stop);
+	process.on('SIGINT', stop);
+}
+
+main().catch((err) => {
+	console.error(`otp_link login example: ${err.message}`);
+	process.exit(1);
+});
