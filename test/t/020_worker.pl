@@ -213,6 +213,15 @@ is($node->safe_psql('postgres', "SELECT status FROM otp_link.deliveries WHERE we
 	'held', 'held reply untouched');
 is(scalar(@{ received($rcv, qr{^/ok/after-reload}) }), 0, 'nothing sent over http after reload');
 
+# idle: nothing due, so no transaction until the sweep (60 s here)
+sleep(1);
+my $sc1 = $node->safe_psql('postgres',
+	"SELECT state || ' ' || state_change FROM pg_stat_activity WHERE backend_type = 'otp_link worker'");
+sleep(2);
+my $sc2 = $node->safe_psql('postgres',
+	"SELECT state || ' ' || state_change FROM pg_stat_activity WHERE backend_type = 'otp_link worker'");
+is($sc2, $sc1, 'an idle worker does not poll the database');
+
 $wpid = worker_pid($node);
 my @errors = grep { /\[$wpid\] (ERROR|WARNING|FATAL)/ } split(/\n/, slurp_file($node->logfile));
 is(scalar(@errors), 0, 'the worker logged no error') or diag(join("\n", @errors));
