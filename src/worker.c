@@ -1168,6 +1168,8 @@ one_round(void)
 		/* set first: a failing sweep must not be retried at once */
 		next_sweep = TimestampTzPlusMilliseconds(now, otp_link_sweep_interval_ms);
 		sweep();
+		/* the sweep may have queued callbacks (our own wake-ups are ignored) */
+		next_claim = 0;
 	}
 
 	slots = otp_link_max_concurrency - otp_http_inflight();
