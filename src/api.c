@@ -15,11 +15,16 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/inet.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
@@ -33,6 +38,7 @@ PG_FUNCTION_INFO_V1(otp_link_generate);
 PG_FUNCTION_INFO_V1(otp_link_status);
 PG_FUNCTION_INFO_V1(otp_link_cancel);
 PG_FUNCTION_INFO_V1(otp_link_instance_update);
+PG_FUNCTION_INFO_V1(otp_link_destination_allowed);
 
 #define MAX_METADATA_BYTES	16384
 #define CODE_ATTEMPTS		16
@@ -1131,4 +1137,37 @@ otp_link_instance_update(PG_FUNCTION_ARGS)
 		otp_json_str(&buf, "secret", secret);
 	otp_json_str(&buf, "created_at", row[3]);
 	PG_RETURN_JSONB_P(otp_json_finish(&buf));
+}
+
+/* ----------------------------------------------------------------
+ * otp_link_destination_allowed(address inet) RETURNS boolean
+ *
+ * Whether the worker, with otp_link.allow_private_networks off, would
+ * connect to address: the very check it makes on each resolved address
+ * (http.c), callable without any network traffic.
+ * ----------------------------------------------------------------
+ */
+Datum
+otp_link_destination_allowed(PG_FUNCTION_ARGS)
+{
+	inet	   *addr = PG_GETARG_INET_PP(0);
+	struct sockaddr_storage ss;
+	char		desc[64];
+
+	memset(&ss, 0, sizeof(ss));
+	if (ip_family(addr) == PGSQL_AF_INET)
+	{
+		struct sockaddr_in *sin = (struct sockaddr_in *) &ss;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, ip_addr(addr), 4);
+	}
+	else
+	{
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *) &ss;
+
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, ip_addr(addr), 16);
+	}
+	PG_RETURN_BOOL(otp_address_allowed((struct sockaddr *) &ss, desc, sizeof(desc)));
 }
