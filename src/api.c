@@ -327,6 +327,19 @@ check_url(const char *url, const char *what)
 }
 
 /*
+ * otp_error_no_instance: ERROR PT404 for instance id (a uuid Datum).
+ */
+void
+otp_error_no_instance(Datum id)
+{
+	ereport(ERROR,
+			(errcode(OTP_ERRCODE_NOT_FOUND),
+			 errmsg("instance %s does not exist",
+					DatumGetCString(DirectFunctionCall1(uuid_out, id))),
+			 errhint("Pass the uuid returned by otp_link_instance_create.")));
+}
+
+/*
  * otp_normalize_phone_or_error: normalised digits of input (palloc'd), or
  * ERROR (22023) naming what.
  */
@@ -760,11 +773,7 @@ otp_link_generate(PG_FUNCTION_ARGS)
 	if (otp_spi_execute(inst_plan, values, NULL, 1) != SPI_OK_SELECT)
 		elog(ERROR, "instance lookup failed");
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(OTP_ERRCODE_NOT_FOUND),
-				 errmsg("instance %s does not exist",
-						DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(0)))),
-				 errhint("Create one with otp_link_instance_create.")));
+		otp_error_no_instance(PG_GETARG_DATUM(0));
 	inst_phone = otp_spi_text(1);
 	if (name == NULL)
 		name = otp_spi_text(2);
@@ -1118,11 +1127,7 @@ otp_link_instance_update(PG_FUNCTION_ARGS)
 	if (otp_spi_execute(plan, values, nulls, 1) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "instance update failed");
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(OTP_ERRCODE_NOT_FOUND),
-				 errmsg("instance %s does not exist",
-						DatumGetCString(DirectFunctionCall1(uuid_out, values[0]))),
-				 errhint("Create one with otp_link_instance_create.")));
+		otp_error_no_instance(values[0]);
 	for (i = 0; i < 4; i++)
 		row[i] = otp_spi_text(i + 1);
 	SPI_finish();
