@@ -58,15 +58,21 @@ static const char *const reply_keys[] = {"type", "url", "token", NULL};
  */
 
 /*
- * otp_prepare: prepare query once per backend and keep the plan in *plan.
- * Must be called while connected to SPI; can ERROR on a bad query.
+ * otp_prepare: prepare query once per backend and keep the plan in *plan
+ * (SPI_keepplan moves it under CacheMemoryContext).  Must be called while
+ * connected to SPI; can ERROR on a bad query.  Like otp_spi_execute, it
+ * returns with the caller's memory context current: SPI_prepare leaves
+ * SPI's procedure context current, which SPI_finish frees.
  */
 SPIPlanPtr
 otp_prepare(SPIPlanPtr *plan, const char *query, int nargs, Oid *argtypes)
 {
 	if (*plan == NULL)
 	{
+		MemoryContext caller = CurrentMemoryContext;
 		SPIPlanPtr	p = SPI_prepare(query, nargs, argtypes);
+
+		MemoryContextSwitchTo(caller);
 
 		if (p == NULL)
 			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
