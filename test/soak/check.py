@@ -87,6 +87,8 @@ for r in requests:
         by_wid[r["wid"]].append(r)
     else:
         no_wid += 1
+for rs in by_wid.values():
+    rs.sort(key=lambda r: r["n"])    # log order is answer order, not arrival
 wids = {d["webhook_id"]: d for d in deliveries}
 check("every request carries a webhook-id", no_wid == 0, f"{no_wid} requests without one")
 for w in by_wid:
@@ -99,7 +101,9 @@ for r in requests:
 hidden = 0          # requests beyond the worker's attempts (libcurl re-sends)
 hidden_after_drop = 0
 mode_stats = defaultdict(Counter)
-latency_ok = []
+latency_ok = []        # mode ok: queued -> delivered (recorded)
+latency_send = []      # queued -> request at the receiver
+latency_record = []    # request at the receiver -> delivered recorded
 for d in deliveries:
     mode = mode_of(d)
     st = d["status"]
@@ -120,8 +124,10 @@ for d in deliveries:
         check("delivered within N+1 attempts (no attempt lost or wasted)",
               st != "delivered" or 1 <= att <= budget(mode) + 1, label)
         check("a delivered event was processed by the receiver", st != "delivered" or proc, label)
-        if mode == "ok" and d["delivered"]:
+        if mode == "ok" and d["delivered"] and reqs:
             latency_ok.append(float(d["delivered"]) - float(d["created"]))
+            latency_send.append(reqs[0]["t"] - float(d["created"]))
+            latency_record.append(float(d["delivered"]) - reqs[-1]["t"])
     elif mode == "dead":
         check("dead only when it should be (receiver always failing: dead after all attempts)",
               st == "dead" and att == attempts_max, label)
@@ -249,6 +255,8 @@ check("worker_errors.log scanned", True)
 check("pgbench finished cleanly (exit 0, no client aborted)",
       run["pgbench_rc"] == 0 and "aborted" not in pgbench, f'rc={run["pgbench_rc"]}')
 check("drained within the bound", run["drained"] == 1, f'drain {run["drain_s"]} s')
+check("the installed otp_link.so was this tree's build from start to end (no other install meanwhile)",
+      run.get("library_unchanged", 1) == 1)
 orphans = open(os.path.join(a.export, "orphan_links")).read().strip()
 check("every link is one the clients generated", orphans == "0", orphans)
 
@@ -264,6 +272,11 @@ def pct(xs, p):
         return float("nan")
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+def ms3(xs):
+    return (f"{pct(xs, 50) * 1000:.0f} / {pct(xs, 95) * 1000:.0f} / "
+            f"{max(xs or [float('nan')]) * 1000:.0f} ms")
 
 
 flav = Counter(l["flavour"] for l in links)
@@ -298,8 +311,9 @@ rowsum = [
     ("receiver requests", f'{len(requests)}: ' + ", ".join(f"{k} {v}" for k, v in sorted(faults.items()))),
     ("re-sent webhook-ids processed again (at-least-once, same id)", f"{dup_processed} requests, {dup_wids} ids"),
     ("requests beyond attempts (libcurl re-send after a dropped keep-alive)", f"{hidden} ({hidden_after_drop} after drop/reset)"),
-    ("mode ok: queued -> delivered p50 / p95 / max",
-     f"{pct(latency_ok, 50) * 1000:.0f} / {pct(latency_ok, 95) * 1000:.0f} / {max(latency_ok or [float('nan')]) * 1000:.0f} ms"),
+    ("mode ok: queued -> delivered p50 / p95 / max", ms3(latency_ok)),
+    ("  of which queued -> at the receiver", ms3(latency_send)),
+    ("  of which at the receiver -> recorded delivered", ms3(latency_record)),
     ("drain after the load", f'{run["drain_s"]:.1f} s'),
     ("worker CPU time (whole run)", run["worker_cpu"]),
     ("otp_link_stats", ", ".join(f"{k} {stats.get(k, '?')}" for k in (

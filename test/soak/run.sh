@@ -54,6 +54,12 @@ say() { printf '%s soak: %s\n' "$(date +%T)" "$*"; }
 
 say "building and installing otp_link"
 build_and_install "$top"
+# other trees may install theirs into the same PostgreSQL: note which
+# library ran (checked again at the end)
+lib="$(pg_config --pkglibdir)/otp_link.so"
+lib_md5() { md5sum <"$1" | cut -d' ' -f1; }
+lib_built=$(lib_md5 "$top/otp_link.so")
+[ "$(lib_md5 "$lib")" = "$lib_built" ] || { echo "soak: $lib is not this tree's build" >&2; exit 1; }
 
 bindir=$(pg_config --bindir)
 work=$(mktemp -d /tmp/otp_link-soak.XXXXXX)
@@ -166,11 +172,14 @@ grep -E 'otp_link worker (ERROR|WARNING|FATAL|PANIC)' "$work/server.log" >"$x/wo
 grep -E 'PANIC|terminated by signal|server process .* was terminated' "$work/server.log" >"$x/crashes.log" || true
 grep -E '^[0-9-]+ [0-9:.]+ \S+ \[[0-9]+\] client backend (ERROR|FATAL)' "$work/server.log" >"$x/client_errors.log" || true
 
+lib_same=1
+[ "$(lib_md5 "$lib")" = "$lib_built" ] || lib_same=0
+
 cat >"$x/run.json" <<JSON
 {"duration": $duration, "rate": $rate, "clients": $clients, "seed": "$seed",
  "schedule": "$schedule", "attempts_max": $attempts_max, "timeout_ms": $timeout_ms,
  "load_s": $(printf '%.3f' "$(echo "$t_stop - $t_load" | bc)"), "drain_s": $(printf '%.3f' "$(echo "$t_drained - $t_stop" | bc)"),
- "drained": $drained, "pgbench_rc": $pgbench_rc, "worker_cpu": "$wcpu",
+ "drained": $drained, "pgbench_rc": $pgbench_rc, "worker_cpu": "$wcpu", "library_unchanged": $lib_same,
  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "pg": "$("$bindir/postgres" --version)",
  "commit": "$(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?')"}
 JSON
