@@ -915,10 +915,15 @@ claim_and_send(int slots)
 			next_claim = now;
 		else
 		{
+			/*
+			 * Not read-only: that takes a new snapshot, which sees the leases
+			 * the claim just took.  The first snapshot would show the claimed
+			 * rows as due and push next_claim a second ahead for nothing.
+			 */
 			rc = SPI_execute("SELECT pg_catalog.min(next_attempt_at) FROM otp_link.deliveries"
 							 " WHERE status = 'queued'"
 							 "   AND (locked_until IS NULL OR locked_until < pg_catalog.now())",
-							 true, 1);
+							 false, 1);
 			next_claim = fallback;
 			if (rc == SPI_OK_SELECT && SPI_processed == 1)
 			{

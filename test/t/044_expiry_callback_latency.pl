@@ -2,19 +2,14 @@
 #
 # 044_expiry_callback_latency.pl: how soon the expiry callback of a link
 # expired by the worker's own sweep is sent.  Found by the soak: such
-# callbacks wait for the worker's next scheduled claim, up to
+# callbacks used to wait for the worker's next scheduled claim, up to
 # otp_link.sweep_interval, whereas deliveries queued by a backend are sent
-# at once (the wake-up at COMMIT).  Two causes in src/worker.c:
-#  - otp_link_wake_worker_at_commit() returns at once in the worker ("it
-#    claims again on its own"), but one_round() claims only when
-#    now >= next_claim, and sweep() does not reset next_claim;
-#  - claim_and_send()'s "min(next_attempt_at)" query runs read-only on the
-#    transaction's first snapshot, so it still sees the rows the claim just
-#    leased as due and unclaimed, and sets next_claim = now + 1 s; the
-#    periodic claim slips by 1 s after each claim, so the delay grows by 1 s
-#    per cycle and wraps at sweep_interval.
-# The prompt sending is a TODO (it fails today); that every callback
-# arrives within sweep_interval is checked for real.
+# at once (the wake-up at COMMIT).  The cause was in claim_and_send(): its
+# "min(next_attempt_at)" query ran read-only on the transaction's first
+# snapshot, so it still saw the rows the claim had just leased as due and
+# unclaimed, and set next_claim = now + 1 s; the periodic claim slipped by
+# 1 s after each claim.  Now the sweep resets next_claim and the query takes
+# a fresh snapshot: a sweep's callbacks go out in the same round.
 
 use strict;
 use warnings;
@@ -48,11 +43,7 @@ for my $i (1 .. 4)
 note('sweep expiry -> callback at the receiver: ' . join(', ', map { sprintf('%.2f s', $_) } @delays));
 cmp_ok((sort { $b <=> $a } @delays)[0], '<', $interval + 0.5, 'every expiry callback within sweep_interval');
 
-TODO:
-{
-	local $TODO = 'the worker does not claim the deliveries its own sweep queued (see the header)';
-	is(scalar(grep { $_ >= 0.5 } @delays), 0, 'every expiry callback sent within 0.5 s of the sweep');
-}
+is(scalar(grep { $_ >= 0.5 } @delays), 0, 'every expiry callback sent within 0.5 s of the sweep');
 
 # for comparison: expired by a user message, queued by a backend
 my $l = make_link($node, $inst->{uuid}, "$url/ok/bymsg", expires => 1);
