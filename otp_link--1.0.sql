@@ -390,6 +390,13 @@ $$;
 COMMENT ON FUNCTION otp_link.otp_link_metrics(interval) IS
 'otp_link_stats() in Prometheus text exposition format (gauges named otp_link_<figure>)';
 
+CREATE FUNCTION otp_link.otp_link_destination_allowed(address inet)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'otp_link_destination_allowed'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION otp_link.otp_link_destination_allowed(inet) IS
+'Whether the delivery worker may connect to this address when otp_link.allow_private_networks is off (the SSRF guard)';
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA otp_link FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_whatsapp_url(text, text, text)
 	TO otp_link_app, otp_link_inbox, otp_link_admin;
@@ -406,6 +413,7 @@ GRANT SELECT ON otp_link.stats TO otp_link_admin;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_redeem(text, text),
 	otp_link.otp_link_replies_take(uuid, integer)
 	TO otp_link_app, otp_link_admin;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_destination_allowed(inet) TO otp_link_admin;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean),
 	otp_link.otp_link_instance_delete(uuid)
 	TO otp_link_admin;

@@ -15,11 +15,16 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/inet.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
@@ -33,6 +38,7 @@ PG_FUNCTION_INFO_V1(otp_link_generate);
 PG_FUNCTION_INFO_V1(otp_link_status);
 PG_FUNCTION_INFO_V1(otp_link_cancel);
 PG_FUNCTION_INFO_V1(otp_link_instance_update);
+PG_FUNCTION_INFO_V1(otp_link_destination_allowed);
 
 #define MAX_METADATA_BYTES	16384
 #define CODE_ATTEMPTS		16
@@ -318,6 +324,19 @@ check_url(const char *url, const char *what)
 				 errmsg("%s is not an absolute http(s) URL: \"%s\"", what, url),
 				 errdetail("%s", why),
 				 errhint("Use a URL such as https://example.com/otp/callback.")));
+}
+
+/*
+ * otp_error_no_instance: ERROR PT404 for instance id (a uuid Datum).
+ */
+void
+otp_error_no_instance(Datum id)
+{
+	ereport(ERROR,
+			(errcode(OTP_ERRCODE_NOT_FOUND),
+			 errmsg("instance %s does not exist",
+					DatumGetCString(DirectFunctionCall1(uuid_out, id))),
+			 errhint("Pass the uuid returned by otp_link_instance_create.")));
 }
 
 /*
@@ -754,11 +773,7 @@ otp_link_generate(PG_FUNCTION_ARGS)
 	if (otp_spi_execute(inst_plan, values, NULL, 1) != SPI_OK_SELECT)
 		elog(ERROR, "instance lookup failed");
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(OTP_ERRCODE_NOT_FOUND),
-				 errmsg("instance %s does not exist",
-						DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(0)))),
-				 errhint("Create one with otp_link_instance_create.")));
+		otp_error_no_instance(PG_GETARG_DATUM(0));
 	inst_phone = otp_spi_text(1);
 	if (name == NULL)
 		name = otp_spi_text(2);
@@ -1112,11 +1127,7 @@ otp_link_instance_update(PG_FUNCTION_ARGS)
 	if (otp_spi_execute(plan, values, nulls, 1) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "instance update failed");
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(OTP_ERRCODE_NOT_FOUND),
-				 errmsg("instance %s does not exist",
-						DatumGetCString(DirectFunctionCall1(uuid_out, values[0]))),
-				 errhint("Create one with otp_link_instance_create.")));
+		otp_error_no_instance(values[0]);
 	for (i = 0; i < 4; i++)
 		row[i] = otp_spi_text(i + 1);
 	SPI_finish();
@@ -1131,4 +1142,37 @@ otp_link_instance_update(PG_FUNCTION_ARGS)
 		otp_json_str(&buf, "secret", secret);
 	otp_json_str(&buf, "created_at", row[3]);
 	PG_RETURN_JSONB_P(otp_json_finish(&buf));
+}
+
+/* ----------------------------------------------------------------
+ * otp_link_destination_allowed(address inet) RETURNS boolean
+ *
+ * Whether the worker, with otp_link.allow_private_networks off, would
+ * connect to address: the very check it makes on each resolved address
+ * (http.c), callable without any network traffic.
+ * ----------------------------------------------------------------
+ */
+Datum
+otp_link_destination_allowed(PG_FUNCTION_ARGS)
+{
+	inet	   *addr = PG_GETARG_INET_PP(0);
+	struct sockaddr_storage ss;
+	char		desc[64];
+
+	memset(&ss, 0, sizeof(ss));
+	if (ip_family(addr) == PGSQL_AF_INET)
+	{
+		struct sockaddr_in *sin = (struct sockaddr_in *) &ss;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, ip_addr(addr), 4);
+	}
+	else
+	{
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *) &ss;
+
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, ip_addr(addr), 16);
+	}
+	PG_RETURN_BOOL(otp_address_allowed((struct sockaddr *) &ss, desc, sizeof(desc)));
 }

@@ -33,6 +33,7 @@ extern Jsonb *otp_jsonb_get_object(Jsonb *j, const char *key, const char *what);
 extern int	otp_jsonb_get_int(Jsonb *j, const char *key, int dflt);
 extern int	otp_instance_limit(Jsonb *options, const char *key, int dflt);
 
+extern void otp_error_no_instance(Datum id) pg_attribute_noreturn();
 extern char *otp_normalize_phone_or_error(const char *input, const char *what);
 extern char *otp_link_url_render(const char *tmpl, const char *token);
 extern Jsonb *otp_status_json(Datum id, const char *extra_key,

@@ -366,11 +366,7 @@ consume(const char *chat_id, const char *body, size_t body_len,
 		if (otp_spi_execute(inst_plan, &instance, NULL, 1) != SPI_OK_SELECT)
 			elog(ERROR, "instance lookup failed");
 		if (SPI_processed == 0)
-			ereport(ERROR,
-					(errcode(OTP_ERRCODE_NOT_FOUND),
-					 errmsg("instance %s does not exist",
-							DatumGetCString(DirectFunctionCall1(uuid_out, instance))),
-					 errhint("Pass the uuid returned by otp_link_instance_create, or no instance.")));
+			otp_error_no_instance(instance);
 		inst_options = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0],
 														SPI_tuptable->tupdesc, 1, &isnull));
 	}

@@ -1077,6 +1077,37 @@ sweep(void)
 			   otp_link_retention_s))
 		return;
 
+	/*
+	 * Held replies nobody took (they hold one-time links), finished links
+	 * (created more than the retention plus the longest TTL ago, found by
+	 * the BRIN index on created_at), and idle sender counters.
+	 */
+	if (otp_link_retention_s > 0 &&
+		(!purge("otp_link: purging held replies",
+				"DELETE FROM otp_link.deliveries WHERE id IN ("
+				" SELECT id FROM otp_link.deliveries"
+				"  WHERE status = 'held'"
+				"    AND created_at < pg_catalog.now() - $1 * interval '1 second'"
+				"  LIMIT 1000)",
+				otp_link_retention_s) ||
+		 !purge("otp_link: purging links",
+				"DELETE FROM otp_link.links WHERE id IN ("
+				" SELECT id FROM otp_link.links"
+				"  WHERE created_at < pg_catalog.now() - ($1 + 86400) * interval '1 second'"
+				"    AND status <> 'pending'"
+				"  LIMIT 1000)",
+				otp_link_retention_s)))
+		return;
+
+	if (!purge("otp_link: purging sender counters",
+			   "DELETE FROM otp_link.senders WHERE chat_id IN ("
+			   " SELECT chat_id FROM otp_link.senders"
+			   "  WHERE window_start < pg_catalog.now() - $1 * interval '1 second'"
+			   "    AND (blocked_until IS NULL OR blocked_until < pg_catalog.now())"
+			   "  LIMIT 1000)",
+			   otp_link_message_retention_s))
+		return;
+
 	purge("otp_link: purging message ids",
 		  "DELETE FROM otp_link.messages_seen WHERE message_id IN ("
 		  " SELECT message_id FROM otp_link.messages_seen"
@@ -1168,6 +1199,8 @@ one_round(void)
 		/* set first: a failing sweep must not be retried at once */
 		next_sweep = TimestampTzPlusMilliseconds(now, otp_link_sweep_interval_ms);
 		sweep();
+		/* the sweep may have queued callbacks (our own wake-ups are ignored) */
+		next_claim = 0;
 	}
 
 	slots = otp_link_max_concurrency - otp_http_inflight();
@@ -1299,7 +1332,7 @@ otp_link_deliveries_wake(PG_FUNCTION_ARGS)
  * otp_link_delivery_requeue: put a dead delivery back in the queue
  * (attempts reset to 0, due now) and wake the worker at commit.  Returns
  * {"id", "status", "requeued"}; a delivery that is not dead is left alone
- * (requeued false).  ERRORs with ERRCODE_NO_DATA_FOUND if there is no such
+ * (requeued false).  ERRORs with PT404 (HTTP 404 in PostgREST) if there is no such
  * delivery.  The result is allocated in the caller's context.
  */
 Datum
@@ -1344,7 +1377,7 @@ otp_link_delivery_requeue(PG_FUNCTION_ARGS)
 							   2, argtypes2, args2, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
+				(errcode(MAKE_SQLSTATE('P', 'T', '4', '0', '4')),
 				 errmsg("delivery " INT64_FORMAT " does not exist", id)));
 	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	result = SPI_datumTransfer(result, false, -1);

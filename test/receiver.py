@@ -13,10 +13,12 @@
 #   /slow/<ms>/...       sleeps <ms> milliseconds, then 200
 #   /retry-after/<s>/... 429 with "Retry-After: <s>" for the first request of a
 #                        webhook-id, then 200
+#   /retry-after-date/<s>/...  the same with 503 and an HTTP-date
 #   /echo-auth/...       401 with the Authorization header in the body
 # Python standard library only.
 
 import argparse
+import email.utils
 import json
 import os
 import threading
@@ -30,6 +32,9 @@ logf = None
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # one write per response, no Nagle: no 40 ms delayed-ACK stalls
+    wbufsize = 65536
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):
         pass
@@ -70,6 +75,12 @@ class Handler(BaseHTTPRequestHandler):
         elif kind == "retry-after":
             if count == 1:
                 self.reply(429, b"slow down", {"Retry-After": parts[1]})
+            else:
+                self.reply(200, b"ok")
+        elif kind == "retry-after-date":
+            if count == 1:
+                when = email.utils.formatdate(time.time() + int(parts[1]), usegmt=True)
+                self.reply(503, b"later", {"Retry-After": when})
             else:
                 self.reply(200, b"ok")
         elif kind == "echo-auth":

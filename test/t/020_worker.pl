@@ -103,6 +103,11 @@ ok(wait_status($id, 'delivered', 10), 'Retry-After: delivered');
 is(scalar(@r), 2, 'Retry-After: two attempts');
 cmp_ok($r[1]{t} - $r[0]{t}, '>=', 1.9, 'Retry-After: 2 s honoured instead of 200 ms');
 
+$id = add_delivery($node, $inst, "$url/retry-after-date/3/f2");
+ok(wait_status($id, 'delivered', 10), 'Retry-After as an HTTP-date: delivered');
+@r = @{ received($rcv, qr{^/retry-after-date/3/f2}) };
+cmp_ok($r[1]{t} - $r[0]{t}, '>=', 1.9, 'Retry-After HTTP-date honoured (' . ($r[1]{t} - $r[0]{t}) . ' s)');
+
 # --- requeue a dead delivery -------------------------------------------------
 my $res = decode_json($node->safe_psql('postgres', "SELECT otp_link.otp_link_delivery_requeue($dead)"));
 ok($res->{requeued}, 'requeue: requeued');
@@ -207,6 +212,15 @@ like($err, qr/invalid value for parameter "otp_link.retry_schedule"/, 'a bad ret
 is($node->safe_psql('postgres', "SELECT status FROM otp_link.deliveries WHERE webhook_id = 'msg_held'"),
 	'held', 'held reply untouched');
 is(scalar(@{ received($rcv, qr{^/ok/after-reload}) }), 0, 'nothing sent over http after reload');
+
+# idle: nothing due, so no transaction until the sweep (60 s here)
+sleep(1);
+my $sc1 = $node->safe_psql('postgres',
+	"SELECT state || ' ' || state_change FROM pg_stat_activity WHERE backend_type = 'otp_link worker'");
+sleep(2);
+my $sc2 = $node->safe_psql('postgres',
+	"SELECT state || ' ' || state_change FROM pg_stat_activity WHERE backend_type = 'otp_link worker'");
+is($sc2, $sc1, 'an idle worker does not poll the database');
 
 $wpid = worker_pid($node);
 my @errors = grep { /\[$wpid\] (ERROR|WARNING|FATAL)/ } split(/\n/, slurp_file($node->logfile));

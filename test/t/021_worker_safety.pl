@@ -41,24 +41,19 @@ like(outcome("http://127.0.0.1:$port/ok/1"),
 like(outcome("ftp://127.0.0.1:$port/x"), qr/^dead\|1\|destination url is not https/,
 	'other schemes refused');
 
+# Only destinations on this machine are tried here, so that nothing would
+# leave it even if the guard were broken; the rules for every other range
+# (RFC 1918, link-local and cloud metadata, CGNAT, multicast, NAT64, 6to4,
+# unique-local ...) are tested without traffic in sql/ssrf.sql through
+# otp_link_destination_allowed(), the same function.
 my %refused = (
 	"https://127.0.0.1:$port/ok/2" => '127.0.0.1',
 	"https://localhost:$port/ok/3" => '(127\.0\.0\.1|::1)',
 	"https://[::1]:$port/ok/4" => '::1',
 	"https://[::ffff:127.0.0.1]:$port/ok/5" => '::ffff:127\.0\.0\.1',
-	"https://[::ffff:10.0.0.1]/" => '::ffff:10\.0\.0\.1',
-	"https://10.1.2.3/" => '10\.1\.2\.3',
-	"https://172.16.0.1/" => '172\.16\.0\.1',
-	"https://192.168.1.1/" => '192\.168\.1\.1',
-	"https://169.254.169.254/" => '169\.254\.169\.254',
-	"https://100.64.0.1/" => '100\.64\.0\.1',
-	"https://0.0.0.0/" => '0\.0\.0\.0',
-	"https://224.0.0.1/" => '224\.0\.0\.1',
-	"https://[fe80::1]/" => 'fe80::1',
-	"https://[fd00::1]/" => 'fd00::1',
-	"https://[::]/" => '::',
-	"https://[64:ff9b::7f00:1]/" => '64:ff9b::7f00:1',
-	"https://[2002:7f00:1::1]/" => '2002:7f00:1::1',
+	"https://127.8.9.10:$port/ok/8" => '127\.8\.9\.10',
+	"https://0.0.0.0:$port/ok/9" => '0\.0\.0\.0',
+	"https://[::]:$port/ok/10" => '::',
 );
 for my $dest (sort keys %refused)
 {

@@ -95,8 +95,32 @@ ok(wait_until(sub {
 ok(wait_until(sub {
 	$node->safe_psql('postgres', "SELECT string_agg(message_id, ',') FROM otp_link.messages_seen") eq 'wamid.new'
 }, 10), 'message ids older than otp_link.message_retention are purged');
-is($node->safe_psql('postgres', "SELECT count(*) FROM otp_link.deliveries WHERE webhook_id = 'msg_q'"),
-	'1', 'held rows are kept');
+ok(wait_until(sub {
+	$node->safe_psql('postgres', "SELECT count(*) FROM otp_link.deliveries WHERE webhook_id = 'msg_q'") == 0
+}, 10), 'held replies older than otp_link.retention are purged');
+
+# finished links go a day after the retention (the longest TTL); pending stay
+$node->safe_psql('postgres', qq{
+	INSERT INTO otp_link.links (id, instance_id, code_hash, status, messages, callbacks, created_at, expires_at)
+	VALUES ('00000000-0000-0000-0000-00000000aaaa', '$inst', '\\x0a', 'verified', '{}', '{}',
+	        now() - interval '2 days', now() - interval '2 days' + interval '30 minutes'),
+	       ('00000000-0000-0000-0000-00000000bbbb', '$inst', '\\x0b', 'pending', '{}', '{}',
+	        now() - interval '2 days', now() + interval '1 hour'),
+	       ('00000000-0000-0000-0000-00000000cccc', '$inst', '\\x0c', 'failed', '{}', '{}',
+	        now() - interval '1 hour', now() - interval '30 minutes');
+	INSERT INTO otp_link.senders (chat_id, window_start, unknown_codes, blocked_until)
+	VALUES ('old\@c.us', now() - interval '8 days', 3, NULL),
+	       ('blocked\@c.us', now() - interval '8 days', 3, now() + interval '1 hour')});
+ok(wait_until(sub {
+	$node->safe_psql('postgres',
+		"SELECT count(*) FROM otp_link.links WHERE id = '00000000-0000-0000-0000-00000000aaaa'") == 0
+}, 10), 'a finished link older than otp_link.retention + 1 day is purged');
+is($node->safe_psql('postgres',
+	"SELECT string_agg(right(id::text, 4), ',' ORDER BY id) FROM otp_link.links WHERE id::text LIKE '00000000-%'"),
+	'bbbb,cccc', 'pending links and recent finished links are kept');
+ok(wait_until(sub {
+	$node->safe_psql('postgres', "SELECT string_agg(chat_id, ',') FROM otp_link.senders") eq 'blocked@c.us'
+}, 10), 'idle sender counters are purged, blocks are kept');
 my @errors = grep { /\[$pid\] (ERROR|WARNING|FATAL)/ } split(/\n/, slurp_file($node->logfile));
 is(scalar(@errors), 0, 'the worker logged no error') or diag(join("\n", @errors));
 
