@@ -3,7 +3,7 @@
 # test/bench/run.sh: every benchmark of otp_link, in one command.
 #
 #   test/bench/run.sh                  full mode: 10 million stored links
-#   BENCH_SCALE=small test/bench/run.sh    1 million stored links (~10 min)
+#   BENCH_SCALE=small test/bench/run.sh    1 million stored links (~10 min; full ~14 min)
 #
 # Installs what is missing (scripts/setup: nginx-light, wrk, valgrind,
 # curl), builds and installs the extension (make && make install), starts a
@@ -38,7 +38,7 @@ case "$BENCH_SCALE" in
 	small) big=1000000 ;;
 	*) echo "run.sh: BENCH_SCALE must be full or small" >&2; exit 2 ;;
 esac
-command_line="$(printf '%q ' env BENCH_SCALE="$BENCH_SCALE" BENCH_T="$BENCH_T" test/bench/run.sh)"
+command_line="env BENCH_SCALE=$BENCH_SCALE BENCH_T=$BENCH_T test/bench/run.sh"
 
 t_start=$(date +%s)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -333,6 +333,11 @@ say "deliveries: 79,000 more (worker memory after 100,000)"
 queue more 79000 >/dev/null
 read -r more_ok more_dead < <(wait_done more 79000 400)
 read -r rss2 anon2 shm2 < <(rss_of)
+sleep 1	# table statistics are reported at most once a second
+deliv_stats=$(q -c "SELECT format('otp_link.deliveries: %s for %s rows, %s of %s updates HOT',
+		pg_size_pretty(pg_table_size('otp_link.deliveries')), (SELECT count(*) FROM otp_link.deliveries),
+		n_tup_hot_upd, n_tup_upd)
+	FROM pg_stat_user_tables WHERE relid = 'otp_link.deliveries'::regclass")
 say "  delivered $more_ok, dead $more_dead; worker VmRSS ${rss2} kB (RssAnon ${anon2} kB, RssShmem ${shm2} kB)"
 
 # latency TAG: 100 callbacks/s for 20 s to receiver.py; sets lat_* of TAG
@@ -626,6 +631,7 @@ consume_note=${consume_note:+$consume_note; }
 	if ! le "$r" 1.10 && le "$ra" 1.10; then
 		note="$note: the growth is shared_buffers pages the worker touched, not its own memory"
 	fi
+	note="$note; $deliv_stats"
 	row "worker VmRSS after 100,000 deliveries vs after 1,000" "$(( rss2 / 1024 )) MiB" "$(( rss1 / 1024 )) MiB" "$r" \
 		"≤ 1.10 (within 10 %)" "$res" "$note"
 }
