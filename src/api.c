@@ -175,6 +175,67 @@ otp_json_finish(StringInfo buf)
 }
 
 /*
+ * otp_jb_begin, otp_jb_str, otp_jb_finish: build a Jsonb object of string
+ * (or null) values directly, as jsonb_build_object does, instead of
+ * printing JSON text and parsing it again with jsonb_in.  The parse state
+ * and the result are palloc'd in the current context.  Keys must be
+ * distinct (a later one would replace an earlier one); cannot ERROR short of
+ * running out of memory.
+ */
+void
+otp_jb_begin(OtpJsonb *b)
+{
+	b->state = NULL;
+	pushJsonbValue(&b->state, WJB_BEGIN_OBJECT, NULL);
+}
+
+void
+otp_jb_str(OtpJsonb *b, const char *key, const char *val)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = unconstify(char *, key);
+	v.val.string.len = strlen(key);
+	pushJsonbValue(&b->state, WJB_KEY, &v);
+	if (val == NULL)
+		v.type = jbvNull;
+	else
+	{
+		v.val.string.val = unconstify(char *, val);
+		v.val.string.len = strlen(val);
+	}
+	pushJsonbValue(&b->state, WJB_VALUE, &v);
+}
+
+Jsonb *
+otp_jb_finish(OtpJsonb *b)
+{
+	return JsonbValueToJsonb(pushJsonbValue(&b->state, WJB_END_OBJECT, NULL));
+}
+
+/*
+ * otp_format_timestamp: t in UTC as "YYYY-MM-DDTHH:MI:SS+00:00" (whole
+ * seconds, the hosted API's format), palloc'd in the current context.
+ * The same text as to_char(t AT TIME ZONE 'UTC', ...), without the
+ * function call.  ERRORs on an infinite or out-of-range timestamp.
+ */
+char *
+otp_format_timestamp(TimestampTz t)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (TIMESTAMP_NOT_FINITE(t) || timestamp2tm(t, NULL, &tm, &fsec, NULL, NULL) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range")));
+	return psprintf("%04d-%02d-%02dT%02d:%02d:%02d+00:00",
+					tm.tm_year, tm.tm_mon, tm.tm_mday,
+					tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/*
  * otp_jsonb_get_text: the string value of key in object j, palloc'd; NULL
  * when absent or JSON null.  ERROR if the value is not a string.
  */
@@ -698,6 +759,8 @@ otp_link_generate(PG_FUNCTION_ARGS)
 	char	   *prompt_utf8;
 	char		code[OTP_CODE_LEN + 1];
 	StringInfoData buf;
+	OtpJsonb	jb;
+	Jsonb	   *result;
 	char	   *id = NULL;
 	char	   *created = NULL;
 	char	   *expires_at = NULL;
@@ -845,28 +908,26 @@ otp_link_generate(PG_FUNCTION_ARGS)
 						 OTP_MAX_TEXT_CHARS)));
 
 	/* ---- callbacks ---- */
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
+	otp_jb_begin(&jb);
 	for (i = 0; callback_keys[i]; i++)
 	{
 		const char *url = resolve_text(callback, inst_callback, callback_keys[i], NULL);
 
 		check_url(url, "callback URL");
 		if (url)
-			otp_json_str(&buf, callback_keys[i], url);
+			otp_jb_str(&jb, callback_keys[i], url);
 	}
-	values[4] = JsonbPGetDatum(otp_json_finish(&buf));
+	values[4] = JsonbPGetDatum(otp_jb_finish(&jb));
 
 	if (rate_key)
 		check_rate_limit(PG_GETARG_DATUM(0), rate_key, inst_options);
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	otp_json_str(&buf, "prompt", prompt);
-	otp_json_str(&buf, "success", texts[0]);
-	otp_json_str(&buf, "failed", texts[1]);
-	otp_json_str(&buf, "expired", texts[2]);
-	values[3] = JsonbPGetDatum(otp_json_finish(&buf));
+	otp_jb_begin(&jb);
+	otp_jb_str(&jb, "prompt", prompt);
+	otp_jb_str(&jb, "success", texts[0]);
+	otp_jb_str(&jb, "failed", texts[1]);
+	otp_jb_str(&jb, "expired", texts[2]);
+	values[3] = JsonbPGetDatum(otp_jb_finish(&jb));
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = PG_GETARG_DATUM(0);
@@ -890,9 +951,7 @@ otp_link_generate(PG_FUNCTION_ARGS)
 				"VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
 				"now(), now() + make_interval(secs => $11)) "
 				"ON CONFLICT (code_hash) DO NOTHING "
-				"RETURNING id::text, "
-				"to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"'), "
-				"to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')",
+				"RETURNING id, created_at, expires_at",
 				11, ins_types);
 
 	/* a fresh code until one is not taken (collisions are rare) */
@@ -907,9 +966,13 @@ otp_link_generate(PG_FUNCTION_ARGS)
 			elog(ERROR, "link insert failed: %s", SPI_result_code_string(ret));
 		if (SPI_processed == 1)
 		{
-			id = otp_spi_text(1);
-			created = otp_spi_text(2);
-			expires_at = otp_spi_text(3);
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+
+			id = DatumGetCString(DirectFunctionCall1(uuid_out,
+													 SPI_getbinval(tup, desc, 1, &isnull)));
+			created = otp_format_timestamp(DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull)));
+			expires_at = otp_format_timestamp(DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull)));
 			break;
 		}
 	}
@@ -926,18 +989,18 @@ otp_link_generate(PG_FUNCTION_ARGS)
 	prompt_rendered = buf.data;
 	prompt_utf8 = pg_server_to_any(prompt_rendered, strlen(prompt_rendered), PG_UTF8);
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	otp_json_str(&buf, "uuid", id);
-	otp_json_str(&buf, "code", code);
-	otp_json_str(&buf, "chat_id", psprintf("%s@c.us", inst_phone));
-	otp_json_str(&buf, "status", "pending");
-	otp_json_str(&buf, "otp_type", "link");
-	otp_json_str(&buf, "expires_at", expires_at);
-	otp_json_str(&buf, "created_at", created);
-	otp_json_str(&buf, "whatsapp_link", otp_whatsapp_url(inst_phone, prompt_utf8, code));
+	otp_jb_begin(&jb);
+	otp_jb_str(&jb, "uuid", id);
+	otp_jb_str(&jb, "code", code);
+	otp_jb_str(&jb, "chat_id", psprintf("%s@c.us", inst_phone));
+	otp_jb_str(&jb, "status", "pending");
+	otp_jb_str(&jb, "otp_type", "link");
+	otp_jb_str(&jb, "expires_at", expires_at);
+	otp_jb_str(&jb, "created_at", created);
+	otp_jb_str(&jb, "whatsapp_link", otp_whatsapp_url(inst_phone, prompt_utf8, code));
+	result = otp_jb_finish(&jb);	/* copies the strings, code included */
 	explicit_bzero(code, sizeof(code));
-	PG_RETURN_JSONB_P(otp_json_finish(&buf));
+	PG_RETURN_JSONB_P(result);
 }
 
 /*

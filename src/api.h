@@ -10,6 +10,7 @@
 
 #include "executor/spi.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
 
 /* SQLSTATEs of our own: PostgREST answers PTxyz with HTTP status xyz */
 #define OTP_ERRCODE_RATE_LIMITED	MAKE_SQLSTATE('P','T','4','2','9')
@@ -27,6 +28,17 @@ extern void otp_json_key(StringInfo buf, const char *key);
 extern void otp_json_str(StringInfo buf, const char *key, const char *val);
 extern void otp_json_raw(StringInfo buf, const char *key, const char *raw);
 extern Jsonb *otp_json_finish(StringInfo buf);
+
+/* a Jsonb object built directly, without printing and parsing JSON text */
+typedef struct OtpJsonb
+{
+	JsonbParseState *state;
+} OtpJsonb;
+
+extern void otp_jb_begin(OtpJsonb *b);
+extern void otp_jb_str(OtpJsonb *b, const char *key, const char *val);
+extern Jsonb *otp_jb_finish(OtpJsonb *b);
+extern char *otp_format_timestamp(TimestampTz t);
 
 extern char *otp_jsonb_get_text(Jsonb *j, const char *key);
 extern Jsonb *otp_jsonb_get_object(Jsonb *j, const char *key, const char *what);
