@@ -570,6 +570,34 @@ clean_text(const char *s, size_t len, const char *secret)
  */
 
 /*
+ * run_kept: execute sql with args, through a plan prepared on first use and
+ * kept for the life of the worker process (SPI_keepplan: under
+ * CacheMemoryContext; the plan cache re-plans it after DDL on the tables,
+ * e.g. an extension update).  The worker's three statements of every round
+ * (claim, record, next due) are thus parsed and planned once, not once per
+ * round.  Must be called inside begin_tx()/end_tx(); leaves SPI's
+ * procedure context current, as SPI_execute_with_args does.  Can ERROR.
+ */
+static int
+run_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+		 Datum *args, bool read_only, long count)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+		if (p == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("otp_link worker could not prepare a statement: %s",
+							SPI_result_code_string(SPI_result))));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	return SPI_execute_plan(*plan, args, NULL, read_only, count);
+}
+
+/*
  * record_results: write the outcome of the finished requests in
  * "unrecorded" in one transaction (one UPDATE over unnest()ed arrays), then
  * free the requests.  Retries get their next_attempt_at from the schedule
@@ -698,22 +726,24 @@ record_results(void)
 	begin_tx("otp_link: recording delivery results");
 	if (extension_ready())
 	{
-		rc = SPI_execute_with_args(
-								   "UPDATE otp_link.deliveries d "
-								   "   SET status = r.status, "
-								   "       next_attempt_at = coalesce(r.next_at, d.next_attempt_at), "
-								   "       locked_until = NULL, "
-								   "       last_http_status = r.http, "
-								   "       last_error = r.err, "
-								   "       updated_at = pg_catalog.now(), "
-								   "       delivered_at = CASE WHEN r.status = 'delivered' "
-								   "                      THEN pg_catalog.now() ELSE d.delivered_at END "
-								   "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
-								   "                  pg_catalog.unnest($3), pg_catalog.unnest($4), "
-								   "                  pg_catalog.unnest($5), pg_catalog.unnest($6)) "
-								   "       AS r(id, status, next_at, http, err, attempts) "
-								   " WHERE d.id = r.id AND d.status = 'queued' AND d.attempts = r.attempts",
-								   6, argtypes, args, NULL, false, 0);
+		static SPIPlanPtr plan = NULL;
+
+		rc = run_kept(&plan,
+					  "UPDATE otp_link.deliveries d "
+					  "   SET status = r.status, "
+					  "       next_attempt_at = coalesce(r.next_at, d.next_attempt_at), "
+					  "       locked_until = NULL, "
+					  "       last_http_status = r.http, "
+					  "       last_error = r.err, "
+					  "       updated_at = pg_catalog.now(), "
+					  "       delivered_at = CASE WHEN r.status = 'delivered' "
+					  "                      THEN pg_catalog.now() ELSE d.delivered_at END "
+					  "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+					  "                  pg_catalog.unnest($3), pg_catalog.unnest($4), "
+					  "                  pg_catalog.unnest($5), pg_catalog.unnest($6)) "
+					  "       AS r(id, status, next_at, http, err, attempts) "
+					  " WHERE d.id = r.id AND d.status = 'queued' AND d.attempts = r.attempts",
+					  6, argtypes, args, false, 0);
 		if (rc != SPI_OK_UPDATE)
 			ereport(ERROR,
 					(errcode(ERRCODE_INTERNAL_ERROR),
@@ -875,6 +905,8 @@ build_request(HeapTuple tup, TupleDesc desc)
 static void
 claim_and_send(int slots)
 {
+	static SPIPlanPtr claim_plan = NULL;
+	static SPIPlanPtr next_plan = NULL;
 	List	   *reqs = NIL;
 	ListCell   *lc;
 	TimestampTz now = GetCurrentTimestamp();
@@ -893,7 +925,7 @@ claim_and_send(int slots)
 
 		args[0] = Int32GetDatum(slots);
 		args[1] = Int64GetDatum((int64) otp_link_timeout_ms + OTP_LEASE_MARGIN_MS);
-		rc = SPI_execute_with_args(claim_sql, 2, argtypes, args, NULL, false, 0);
+		rc = run_kept(&claim_plan, claim_sql, 2, argtypes, args, false, 0);
 		if (rc != SPI_OK_UPDATE_RETURNING)
 			ereport(ERROR,
 					(errcode(ERRCODE_INTERNAL_ERROR),
@@ -920,10 +952,11 @@ claim_and_send(int slots)
 			 * the claim just took.  The first snapshot would show the claimed
 			 * rows as due and push next_claim a second ahead for nothing.
 			 */
-			rc = SPI_execute("SELECT pg_catalog.min(next_attempt_at) FROM otp_link.deliveries"
-							 " WHERE status = 'queued'"
-							 "   AND (locked_until IS NULL OR locked_until < pg_catalog.now())",
-							 false, 1);
+			rc = run_kept(&next_plan,
+						  "SELECT pg_catalog.min(next_attempt_at) FROM otp_link.deliveries"
+						  " WHERE status = 'queued'"
+						  "   AND (locked_until IS NULL OR locked_until < pg_catalog.now())",
+						  0, NULL, NULL, false, 1);
 			next_claim = fallback;
 			if (rc == SPI_OK_SELECT && SPI_processed == 1)
 			{
