@@ -36,6 +36,37 @@ SELECT jsonb_array_length(otp_link.otp_link_replies_take(:'inst')->'replies') AS
 SELECT status, count(*) FROM otp_link.deliveries GROUP BY 1;
 RESET otp_link.debug_codes;
 
+-- generate reads the instance row as it is now: after an update, a rolled
+-- back update, a VACUUM FULL (new file, rows moved), a VACUUM that
+-- truncates the table, and a delete
+SELECT otp_link.otp_link_instance_create('447700900201', 'Other')->>'uuid' AS other \gset
+SELECT otp_link.otp_link_generate(:'other')->>'whatsapp_link' ~ 'at\+Other\+' AS named_other;
+SELECT otp_link.otp_link_instance_update(:'other', name => 'Renamed')->>'name' AS name;
+SELECT otp_link.otp_link_generate(:'other')->>'whatsapp_link' ~ 'at\+Renamed\+' AS renamed;
+BEGIN;
+SELECT otp_link.otp_link_instance_update(:'other', name => 'Uncommitted')->>'name' AS name;
+SELECT otp_link.otp_link_generate(:'other')->>'whatsapp_link' ~ 'at\+Uncommitted\+' AS own_change_seen;
+ROLLBACK;
+SELECT otp_link.otp_link_generate(:'other')->>'whatsapp_link' ~ 'at\+Renamed\+' AS rollback_seen;
+-- a row in a later block, then the rows before it gone and the table truncated
+SELECT count(otp_link.otp_link_instance_create('4477008' || lpad(g::text, 5, '0'), 'Filler'))
+  FROM generate_series(1, 300) g;
+SELECT otp_link.otp_link_instance_create('447700999999', 'Last')->>'uuid' AS last \gset
+SELECT otp_link.otp_link_generate(:'last')->>'whatsapp_link' ~ 'at\+Last\+' AS last_found;
+DELETE FROM otp_link.instances WHERE name = 'Filler';
+VACUUM FULL otp_link.instances;
+SELECT otp_link.otp_link_generate(:'last')->>'whatsapp_link' ~ 'at\+Last\+' AS after_vacuum_full;
+SELECT otp_link.otp_link_instance_delete(:'last') AS deleted;
+VACUUM otp_link.instances;
+\set VERBOSITY sqlstate
+SELECT otp_link.otp_link_generate(:'last');
+\set VERBOSITY terse
+SELECT otp_link.otp_link_generate(:'other')->>'whatsapp_link' ~ 'at\+Renamed\+' AS other_still_found;
+SELECT otp_link.otp_link_instance_delete(:'other') AS deleted;
+\set VERBOSITY sqlstate
+SELECT otp_link.otp_link_generate(:'other');
+\set VERBOSITY terse
+
 -- delete: links and deliveries go with it
 SELECT otp_link.otp_link_instance_delete(:'inst') AS deleted,
        otp_link.otp_link_instance_delete(:'inst') AS again;

@@ -19,11 +19,24 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "storage/bufmgr.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/inet.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -725,6 +738,161 @@ check_rate_limit(Datum instance, const char *rate_key, Jsonb *inst_options)
 }
 
 /* ----------------------------------------------------------------
+ * The instance row, read without the executor
+ *
+ * otp_link_generate needs one row of otp_link.instances per call.  Run
+ * through SPI, that SELECT costs an executor start-up and shutdown, about a
+ * tenth of a generate.  Instead, each backend remembers where each
+ * instance's row was last found (its TID) and fetches the tuple at that
+ * TID directly, under a fresh snapshot.  Only one version of a row with a
+ * given id can be visible in a snapshot (the id is the primary key), so if
+ * the tuple there is visible and has that id it is exactly the row the
+ * SELECT would have returned; nothing is cached but its location.  When it
+ * is not (updated, deleted, vacuumed away, another table after a
+ * re-install), the row is looked up through the primary key index, and its
+ * new TID remembered.
+ * ----------------------------------------------------------------
+ */
+typedef struct InstanceHint
+{
+	pg_uuid_t	id;				/* hash key */
+	ItemPointerData tid;		/* where the row was last seen */
+} InstanceHint;
+
+#define INSTANCE_HINTS_MAX	1024
+
+static HTAB *instance_hints = NULL;
+static Oid	instance_hints_relid = InvalidOid;
+static AttrNumber instance_attnums[4];	/* id, phone, name, options */
+
+/*
+ * instance_tuple_matches: tuple is the row of otp_link.instances with id;
+ * if so, copies its phone, name and options into the current context.
+ */
+static bool
+instance_tuple_matches(HeapTuple tuple, TupleDesc desc, pg_uuid_t *id,
+					   char **phone, char **name, Jsonb **options)
+{
+	bool		isnull;
+	Datum		d;
+
+	d = heap_getattr(tuple, instance_attnums[0], desc, &isnull);
+	if (isnull || memcmp(DatumGetUUIDP(d), id, sizeof(pg_uuid_t)) != 0)
+		return false;
+	d = heap_getattr(tuple, instance_attnums[1], desc, &isnull);
+	*phone = isnull ? NULL : TextDatumGetCString(d);
+	d = heap_getattr(tuple, instance_attnums[2], desc, &isnull);
+	*name = isnull ? NULL : TextDatumGetCString(d);
+	d = heap_getattr(tuple, instance_attnums[3], desc, &isnull);
+	*options = isnull ? NULL : DatumGetJsonbPCopy(d);
+	return true;
+}
+
+/*
+ * otp_instance_lookup: phone, name and options of instance id (palloc'd in
+ * the current context) as a SELECT run now would see them; false if there
+ * is no such instance.  Takes AccessShareLock on otp_link.instances (kept
+ * until the end of the transaction, as a SELECT's).  ERRORs if the table
+ * is missing or not a heap table.
+ */
+bool
+otp_instance_lookup(Datum id, char **phone, char **name, Jsonb **options)
+{
+	pg_uuid_t  *key = DatumGetUUIDP(id);
+	Oid			relid;
+	Relation	rel;
+	TupleDesc	desc;
+	Snapshot	snapshot;
+	InstanceHint *hint;
+	HeapTupleData tuple;
+	Buffer		buf;
+	bool		found = false;
+
+	relid = get_relname_relid("instances", get_namespace_oid("otp_link", false));
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table otp_link.instances does not exist"),
+				 errhint("Reinstall the extension otp_link.")));
+	rel = table_open(relid, AccessShareLock);
+	if (rel->rd_rel->relam != HEAP_TABLE_AM_OID)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("otp_link.instances must be a heap table")));
+	desc = RelationGetDescr(rel);
+
+	if (instance_hints == NULL || instance_hints_relid != relid ||
+		hash_get_num_entries(instance_hints) >= INSTANCE_HINTS_MAX)
+	{
+		HASHCTL		ctl;
+		const char *cols[4] = {"id", "phone", "name", "options"};
+		int			i;
+
+		if (instance_hints)
+			hash_destroy(instance_hints);
+		instance_hints = NULL;
+		for (i = 0; i < 4; i++)
+		{
+			instance_attnums[i] = get_attnum(relid, cols[i]);
+			if (instance_attnums[i] == InvalidAttrNumber)
+				elog(ERROR, "otp_link.instances has no column \"%s\"", cols[i]);
+		}
+		ctl.keysize = sizeof(pg_uuid_t);
+		ctl.entrysize = sizeof(InstanceHint);
+		instance_hints = hash_create("otp_link instance hints", 64, &ctl,
+									 HASH_ELEM | HASH_BLOBS);
+		instance_hints_relid = relid;
+	}
+
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+
+	/* where the row was last seen */
+	hint = (InstanceHint *) hash_search(instance_hints, key, HASH_FIND, NULL);
+	/* VACUUM may have truncated the table below it (our lock keeps it now) */
+	if (hint &&
+		ItemPointerGetBlockNumber(&hint->tid) < RelationGetNumberOfBlocks(rel))
+	{
+		tuple.t_self = hint->tid;
+		if (heap_fetch(rel, snapshot, &tuple, &buf, false))
+		{
+			found = instance_tuple_matches(&tuple, desc, key, phone, name, options);
+			ReleaseBuffer(buf);
+		}
+	}
+
+	/* else through the primary key */
+	if (!found)
+	{
+		ScanKeyData skey;
+		SysScanDesc scan;
+		HeapTuple	tup;
+
+		if (rel->rd_pkindex == InvalidOid)
+			list_free(RelationGetIndexList(rel));	/* sets rd_pkindex */
+		if (!OidIsValid(rel->rd_pkindex))
+			elog(ERROR, "otp_link.instances has no primary key");
+		ScanKeyInit(&skey, instance_attnums[0], BTEqualStrategyNumber,
+					F_UUID_EQ, id);
+		scan = systable_beginscan(rel, rel->rd_pkindex, true, snapshot, 1, &skey);
+		tup = systable_getnext(scan);
+		if (HeapTupleIsValid(tup) &&
+			instance_tuple_matches(tup, desc, key, phone, name, options))
+		{
+			found = true;
+			hint = (InstanceHint *) hash_search(instance_hints, key, HASH_ENTER, NULL);
+			hint->tid = tup->t_self;
+		}
+		else if (hint)
+			hash_search(instance_hints, key, HASH_REMOVE, NULL);
+		systable_endscan(scan);
+	}
+
+	UnregisterSnapshot(snapshot);
+	table_close(rel, NoLock);
+	return found;
+}
+
+/* ----------------------------------------------------------------
  * otp_link_generate(instance uuid, expires integer, name text,
  *		message jsonb, callback jsonb, phone text, binding text,
  *		link_url text, rate_key text, metadata jsonb) RETURNS jsonb
@@ -733,9 +901,7 @@ check_rate_limit(Datum instance, const char *rate_key, Jsonb *inst_options)
 Datum
 otp_link_generate(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr inst_plan = NULL;
 	static SPIPlanPtr ins_plan = NULL;
-	Oid			inst_types[1] = {UUIDOID};
 	Oid			ins_types[11] = {UUIDOID, BYTEAOID, TEXTOID, JSONBOID, JSONBOID,
 		TEXTOID, BYTEAOID, TEXTOID, TEXTOID, JSONBOID, INT4OID};
 	Datum		values[11];
@@ -750,6 +916,7 @@ otp_link_generate(PG_FUNCTION_ARGS)
 	char	   *rate_key = NULL;
 	Jsonb	   *metadata = NULL;
 	char	   *inst_phone;
+	char	   *inst_name;
 	Jsonb	   *inst_options = NULL;
 	Jsonb	   *inst_messages;
 	Jsonb	   *inst_callback;
@@ -832,26 +999,13 @@ otp_link_generate(PG_FUNCTION_ARGS)
 					 errhint("Keep an identifier in metadata and the rest in your own tables.")));
 	}
 
-	otp_spi_connect();
-
 	/* ---- the instance ---- */
-	values[0] = PG_GETARG_DATUM(0);
-	otp_prepare(&inst_plan,
-				"SELECT phone, name, options FROM otp_link.instances WHERE id = $1",
-				1, inst_types);
-	if (otp_spi_execute(inst_plan, values, NULL, 1) != SPI_OK_SELECT)
-		elog(ERROR, "instance lookup failed");
-	if (SPI_processed == 0)
+	if (!otp_instance_lookup(PG_GETARG_DATUM(0), &inst_phone, &inst_name, &inst_options))
 		otp_error_no_instance(PG_GETARG_DATUM(0));
-	inst_phone = otp_spi_text(1);
 	if (name == NULL)
-		name = otp_spi_text(2);
-	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+		name = inst_name;
 
-		if (!isnull)
-			inst_options = DatumGetJsonbPCopy(d);
-	}
+	otp_spi_connect();
 	inst_messages = otp_jsonb_get_object(inst_options, "messages", "options");
 	inst_callback = otp_jsonb_get_object(inst_options, "callback", "options");
 	if (link_url == NULL)

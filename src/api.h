@@ -48,6 +48,8 @@ extern int	otp_instance_limit(Jsonb *options, const char *key, int dflt);
 extern void otp_error_no_instance(Datum id) pg_attribute_noreturn();
 extern char *otp_normalize_phone_or_error(const char *input, const char *what);
 extern char *otp_link_url_render(const char *tmpl, const char *token);
+extern bool otp_instance_lookup(Datum id, char **phone, char **name,
+								Jsonb **options);
 extern Jsonb *otp_status_json(Datum id, const char *extra_key,
 							  const char *extra_val);
 
