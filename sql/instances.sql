@@ -48,6 +48,19 @@ SELECT otp_link.otp_link_instance_update(:'other', name => 'Uncommitted')->>'nam
 SELECT otp_link.otp_link_generate(:'other')->>'whatsapp_link' ~ 'at\+Uncommitted\+' AS own_change_seen;
 ROLLBACK;
 SELECT otp_link.otp_link_generate(:'other')->>'whatsapp_link' ~ 'at\+Renamed\+' AS rollback_seen;
+-- the calling statement's own change is seen, as by a SELECT run through SPI
+UPDATE otp_link.instances SET name = 'SameStatement' WHERE id = :'other'
+RETURNING otp_link.otp_link_generate(id)->>'whatsapp_link' ~ 'at\+SameStatement\+' AS own_statement_seen;
+WITH u AS (UPDATE otp_link.instances SET name = 'InCte' WHERE id = :'other' RETURNING id)
+SELECT otp_link.otp_link_generate(u.id)->>'whatsapp_link' ~ 'at\+InCte\+' AS cte_seen FROM u;
+-- columns moved by ALTER TABLE in a session that has already generated
+ALTER TABLE otp_link.instances DROP COLUMN name;
+ALTER TABLE otp_link.instances ADD COLUMN name text;
+UPDATE otp_link.instances SET name = 'Renamed' WHERE id = :'other';
+SELECT otp_link.otp_link_generate(:'other')->>'whatsapp_link' ~ 'at\+Renamed\+' AS after_alter;
+ALTER TABLE otp_link.instances RENAME COLUMN phone TO phone_gone;
+SELECT otp_link.otp_link_generate(:'other');
+ALTER TABLE otp_link.instances RENAME COLUMN phone_gone TO phone;
 -- a row in a later block, then the rows before it gone and the table truncated
 SELECT count(otp_link.otp_link_instance_create('4477008' || lpad(g::text, 5, '0'), 'Filler'))
   FROM generate_series(1, 300) g;

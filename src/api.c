@@ -24,22 +24,23 @@
 #include "access/htup_details.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "nodes/makefuncs.h"
 #include "storage/bufmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/hsearch.h"
-#include "utils/lsyscache.h"
-#include "utils/rel.h"
-#include "utils/snapmgr.h"
 #include "utils/inet.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/uuid.h"
 
 #include "otp_link.h"
@@ -763,7 +764,7 @@ typedef struct InstanceHint
 
 static HTAB *instance_hints = NULL;
 static Oid	instance_hints_relid = InvalidOid;
-static AttrNumber instance_attnums[4];	/* id, phone, name, options */
+static AttrNumber instance_attnums[4];	/* id, phone, name, options; per call */
 
 /*
  * instance_tuple_matches: tuple is the row of otp_link.instances with id;
@@ -808,35 +809,60 @@ otp_instance_lookup(Datum id, char **phone, char **name, Jsonb **options)
 	Buffer		buf;
 	bool		found = false;
 
-	relid = get_relname_relid("instances", get_namespace_oid("otp_link", false));
+	/* name lookup and lock together, as a SELECT's: no race with DDL */
+	relid = RangeVarGetRelid(makeRangeVar("otp_link", "instances", -1),
+							 AccessShareLock, true);
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("table otp_link.instances does not exist"),
 				 errhint("Reinstall the extension otp_link.")));
-	rel = table_open(relid, AccessShareLock);
+	rel = table_open(relid, NoLock);
 	if (rel->rd_rel->relam != HEAP_TABLE_AM_OID)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("otp_link.instances must be a heap table")));
 	desc = RelationGetDescr(rel);
 
+	/*
+	 * The columns, from the descriptor of this very call: an ALTER TABLE
+	 * (say by an extension update) keeps the OID but may move, drop or
+	 * retype them.
+	 */
+	{
+		const char *cols[4] = {"id", "phone", "name", "options"};
+		const Oid	types[4] = {UUIDOID, TEXTOID, TEXTOID, JSONBOID};
+		int			i;
+		int			j;
+
+		for (i = 0; i < 4; i++)
+		{
+			instance_attnums[i] = InvalidAttrNumber;
+			for (j = 0; j < desc->natts; j++)
+			{
+				Form_pg_attribute att = TupleDescAttr(desc, j);
+
+				if (!att->attisdropped && att->atttypid == types[i] &&
+					strcmp(NameStr(att->attname), cols[i]) == 0)
+					instance_attnums[i] = att->attnum;
+			}
+			if (instance_attnums[i] == InvalidAttrNumber)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_COLUMN),
+						 errmsg("otp_link.instances has no column \"%s\" of type %s",
+								cols[i], format_type_be(types[i])),
+						 errhint("Reinstall the extension otp_link.")));
+		}
+	}
+
 	if (instance_hints == NULL || instance_hints_relid != relid ||
 		hash_get_num_entries(instance_hints) >= INSTANCE_HINTS_MAX)
 	{
 		HASHCTL		ctl;
-		const char *cols[4] = {"id", "phone", "name", "options"};
-		int			i;
 
 		if (instance_hints)
 			hash_destroy(instance_hints);
 		instance_hints = NULL;
-		for (i = 0; i < 4; i++)
-		{
-			instance_attnums[i] = get_attnum(relid, cols[i]);
-			if (instance_attnums[i] == InvalidAttrNumber)
-				elog(ERROR, "otp_link.instances has no column \"%s\"", cols[i]);
-		}
 		ctl.keysize = sizeof(pg_uuid_t);
 		ctl.entrysize = sizeof(InstanceHint);
 		instance_hints = hash_create("otp_link instance hints", 64, &ctl,
@@ -844,6 +870,12 @@ otp_instance_lookup(Datum id, char **phone, char **name, Jsonb **options)
 		instance_hints_relid = relid;
 	}
 
+	/*
+	 * As SPI does for a statement that is not read-only: first make the
+	 * calling statement's own writes visible (e.g. an UPDATE of the
+	 * instance ... RETURNING otp_link_generate(id)), then a snapshot.
+	 */
+	CommandCounterIncrement();
 	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 
 	/* where the row was last seen */

@@ -953,9 +953,10 @@ claim_and_send(int slots)
 		else
 		{
 			/*
-			 * Not read-only: that takes a new snapshot, which sees the leases
-			 * the claim just took.  The first snapshot would show the claimed
-			 * rows as due and push next_claim a second ahead for nothing.
+			 * Not read-only: SPI then increments the command counter and
+			 * takes a new snapshot, which sees the leases the claim just
+			 * took.  Read-only, it ran on the first snapshot, saw the claimed
+			 * rows as due and pushed next_claim a second ahead for nothing.
 			 */
 			rc = run_kept(&next_plan,
 						  "SELECT pg_catalog.min(next_attempt_at) FROM otp_link.deliveries"

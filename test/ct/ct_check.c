@@ -59,7 +59,9 @@ main(int argc, char **argv)
 	unsigned char b[LEN];
 	bool		safe;
 	int			failures = 0;
-	int			pos;
+	/* equal (-1), then a difference at the first, a middle and the last byte */
+	static const int positions[] = {-1, 0, LEN / 2, LEN - 1};
+	int			i;
 
 	if (argc != 2 || (strcmp(argv[1], "safe") != 0 && strcmp(argv[1], "leaky") != 0))
 	{
@@ -68,9 +70,10 @@ main(int argc, char **argv)
 	}
 	safe = strcmp(argv[1], "safe") == 0;
 
-	/* equal, then a difference at the first, a middle and the last byte */
-	for (pos = -1; pos < LEN; pos += (pos < 0 ? 1 : LEN / 2 - 1))
+	for (i = 0; i < (int) (sizeof(positions) / sizeof(positions[0])); i++)
 	{
+		int			pos = positions[i];
+
 		memset(a, 0x5a, LEN);
 		memset(b, 0x5a, LEN);
 		if (pos >= 0)
