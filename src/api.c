@@ -81,16 +81,30 @@ static const char *const reply_keys[] = {"type", "url", "token", NULL};
 SPIPlanPtr
 otp_prepare(SPIPlanPtr *plan, const char *query, int nargs, Oid *argtypes)
 {
+	return otp_prepare_opts(plan, query, nargs, argtypes, 0);
+}
+
+/*
+ * otp_prepare_opts: otp_prepare with SPI_prepare_cursor's cursor_options,
+ * e.g. CURSOR_OPT_CUSTOM_PLAN to keep the parsed statement but plan every
+ * execution anew.
+ */
+SPIPlanPtr
+otp_prepare_opts(SPIPlanPtr *plan, const char *query, int nargs, Oid *argtypes,
+				 int cursor_options)
+{
 	if (*plan == NULL)
 	{
 		MemoryContext caller = CurrentMemoryContext;
-		SPIPlanPtr	p = SPI_prepare(query, nargs, argtypes);
+		SPIPlanPtr	p = SPI_prepare_cursor(query, nargs, argtypes, cursor_options);
 
 		MemoryContextSwitchTo(caller);
 
 		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-				 query, SPI_result_code_string(SPI_result));
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not prepare \"%s\": %s",
+							query, SPI_result_code_string(SPI_result))));
 		SPI_keepplan(p);
 		*plan = p;
 	}

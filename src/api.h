@@ -19,6 +19,9 @@
 extern void otp_spi_connect(void);
 extern SPIPlanPtr otp_prepare(SPIPlanPtr *plan, const char *query, int nargs,
 							  Oid *argtypes);
+extern SPIPlanPtr otp_prepare_opts(SPIPlanPtr *plan, const char *query,
+								   int nargs, Oid *argtypes,
+								   int cursor_options);
 extern int	otp_spi_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
 							long count);
 extern char *otp_spi_text(int col);

@@ -72,6 +72,7 @@
 #include "utils/timestamp.h"
 
 #include "otp_link.h"
+#include "api.h"
 
 #define OTP_WORKER_RESTART_S	5		/* bgw_restart_time */
 #define OTP_LEASE_MARGIN_MS		60000	/* lease = timeout + this */
@@ -570,35 +571,23 @@ clean_text(const char *s, size_t len, const char *secret)
  */
 
 /*
- * run_kept: execute sql with args, through a statement prepared on first
- * use and kept for the life of the worker process (SPI_keepplan: under
- * CacheMemoryContext; the plan cache re-plans it after DDL on the tables,
- * e.g. an extension update).  The worker's three statements of every round
- * (claim, record, next due) are thus parsed once, not once per round.
- * cursor_options CURSOR_OPT_CUSTOM_PLAN plans every execution anew: the
- * record statement needs that, since a generic plan made while the queue
- * was short (a hash join over every queued row) stays in use when it is
- * long, and then costs O(queue) per round (measured: 20,000 callbacks took
- * 7.4 s instead of 3.5 s).  Must be called inside begin_tx()/end_tx();
- * leaves SPI's procedure context current, as SPI_execute_with_args does.
- * Can ERROR.
+ * run_kept: execute sql with args through a statement prepared on first use
+ * and kept for the life of the worker process (otp_prepare_opts; the plan
+ * cache re-plans it after DDL on the tables, e.g. an extension update).
+ * The worker's three statements of every round (claim, record, next due)
+ * are thus parsed once, not once per round.  cursor_options
+ * CURSOR_OPT_CUSTOM_PLAN plans every execution anew: the record statement
+ * needs that, since a generic plan made while the queue was short (a hash
+ * join over every queued row) stays in use when it is long, and then costs
+ * O(queue) per round (measured: 20,000 callbacks took 7.4 s instead of
+ * 3.5 s).  Must be called inside begin_tx()/end_tx(); leaves SPI's
+ * procedure context current, as SPI_execute_with_args does.  Can ERROR.
  */
 static int
 run_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 		 Datum *args, bool read_only, long count, int cursor_options)
 {
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
-
-		if (p == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("otp_link worker could not prepare a statement: %s",
-							SPI_result_code_string(SPI_result))));
-		SPI_keepplan(p);
-		*plan = p;
-	}
+	otp_prepare_opts(plan, sql, nargs, argtypes, cursor_options);
 	return SPI_execute_plan(*plan, args, NULL, read_only, count);
 }
 
