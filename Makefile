@@ -6,7 +6,7 @@
 
 EXTENSION = otp_link
 MODULE_big = otp_link
-DATA = otp_link--1.0.sql
+DATA = otp_link--1.0.sql otp_link--1.1.sql otp_link--1.0--1.1.sql
 PGFILEDESC = "otp_link - WhatsApp OTP links inside PostgreSQL"
 
 SRCS = $(wildcard src/*.c)
@@ -19,12 +19,12 @@ PG_CPPFLAGS = -I$(srcdir)/src $(shell $(PKG_CONFIG) --cflags libcurl)
 SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl)
 
 # pg_regress: its own cluster, with the library preloaded
-REGRESS = generate errors roles signature stats security consume trigger webhook redeem expire replies instances ssrf
+REGRESS = generate errors roles signature stats security consume trigger webhook redeem expire replies instances ssrf attacks
 REGRESS_OPTS = --temp-config=$(srcdir)/test/otp_link.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress \
 	--inputdir=$(srcdir)
 
-ISOLATION = concurrent_generate consume_race message_id_race expire_concurrent instance_update
+ISOLATION = concurrent_generate consume_race message_id_race expire_concurrent instance_update rate_limit unknown_code_burst
 ISOLATION_OPTS = --temp-config=$(srcdir)/test/otp_link.conf \
 	--temp-instance=$(CURDIR)/tmp_check_iso \
 	--inputdir=$(srcdir)

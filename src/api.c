@@ -143,6 +143,49 @@ otp_spi_execute(SPIPlanPtr plan, Datum *values, const char *nulls, long count)
 }
 
 /*
+ * otp_spi_execute_latest: otp_spi_execute under the latest snapshot instead
+ * of the transaction's, as the foreign-key checks do.  For limits: after
+ * taking a lock that serializes the callers, the count must see every row
+ * that earlier holders of the lock committed, also in REPEATABLE READ and
+ * SERIALIZABLE transactions, whose own snapshot may predate those commits.
+ */
+int
+otp_spi_execute_latest(SPIPlanPtr plan, Datum *values, const char *nulls,
+					   long count)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	int			ret;
+
+	ret = SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(),
+							   InvalidSnapshot, false, false, count);
+	MemoryContextSwitchTo(caller);
+	return ret;
+}
+
+/*
+ * otp_advisory_lock: a transaction-level advisory lock on the 64-bit hash
+ * of (key1, key2) in the key space named by seed, so that callers counting
+ * the same thing wait for each other.  Can ERROR (deadlock, lock_timeout,
+ * statement cancel).
+ */
+void
+otp_advisory_lock(const char *key1, const char *key2, int64 seed)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[3] = {TEXTOID, TEXTOID, INT8OID};
+	Datum		values[3];
+
+	values[0] = CStringGetTextDatum(key1);
+	values[1] = CStringGetTextDatum(key2 ? key2 : "");
+	values[2] = Int64GetDatum(seed);
+	otp_prepare(&plan,
+				"SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, $3))",
+				3, types);
+	if (otp_spi_execute(plan, values, NULL, 1) != SPI_OK_SELECT)
+		elog(ERROR, "advisory lock query failed");
+}
+
+/*
  * otp_spi_text: column col of row row of SPI_tuptable as a C string
  * palloc'd in the current context, or NULL.
  */
@@ -422,6 +465,33 @@ check_url(const char *url, const char *what)
 }
 
 /*
+ * check_header_value: ERROR (22023) if s, which becomes an HTTP header value,
+ * holds a control character (CR and LF would start another header or
+ * request) or is longer than OTP_MAX_HEADER_VALUE bytes.  The worker checks
+ * again where it builds the request.
+ */
+static void
+check_header_value(const char *s, const char *what)
+{
+	const unsigned char *p;
+
+	if (s == NULL)
+		return;
+	if (strlen(s) > OTP_MAX_HEADER_VALUE)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is longer than %d bytes", what, OTP_MAX_HEADER_VALUE),
+				 errhint("Pass the access token exactly as your provider issued it.")));
+	for (p = (const unsigned char *) s; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s contains a control character", what),
+					 errdetail("It is sent as an HTTP header value, where control characters such as CR and LF are not allowed."),
+					 errhint("Pass the access token exactly as your provider issued it, without line breaks.")));
+}
+
+/*
  * otp_error_no_instance: ERROR PT404 for instance id (a uuid Datum).
  */
 void
@@ -535,6 +605,8 @@ check_options(Jsonb *options)
 	if (reply)
 	{
 		check_object_keys(reply, "options.reply_endpoint", reply_keys, true);
+		check_header_value(otp_jsonb_get_text(reply, "token"),
+						   "options.reply_endpoint.token");
 		type = otp_jsonb_get_text(reply, "type");
 		if (type == NULL || strcmp(type, "none") == 0)
 			 /* nothing to check */ ;
@@ -715,8 +787,10 @@ rendered_chars(const char *tmpl, const char *name, int link_len)
 
 /*
  * check_rate_limit: ERROR PT429 when (instance, rate_key) already has
- * limit links within window seconds.  Takes a transaction-level advisory
- * lock on the pair so that concurrent generates count each other.
+ * limit links within window seconds.  First takes a transaction-level
+ * advisory lock on the pair, then counts in a separate statement under the
+ * latest snapshot: a caller that waited for the lock counts the link its
+ * predecessor committed, whatever the isolation level.
  */
 static void
 check_rate_limit(Datum instance, const char *rate_key, Jsonb *inst_options)
@@ -731,18 +805,19 @@ check_rate_limit(Datum instance, const char *rate_key, Jsonb *inst_options)
 	int64		count;
 	bool		isnull;
 
+	otp_advisory_lock(DatumGetCString(DirectFunctionCall1(uuid_out, instance)),
+					  rate_key, OTP_LOCK_RATE_KEY);
 	values[0] = instance;
 	values[1] = CStringGetTextDatum(rate_key);
 	values[2] = Int32GetDatum(window);
 	otp_prepare(&plan,
-				"SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2, 7281)), "
-				"(SELECT count(*) FROM otp_link.links WHERE instance_id = $1 AND rate_key = $2 "
-				"AND created_at > now() - make_interval(secs => $3))",
+				"SELECT count(*) FROM otp_link.links WHERE instance_id = $1 AND rate_key = $2 "
+				"AND created_at > now() - make_interval(secs => $3)",
 				3, types);
-	if (otp_spi_execute(plan, values, NULL, 1) != SPI_OK_SELECT)
+	if (otp_spi_execute_latest(plan, values, NULL, 1) != SPI_OK_SELECT)
 		elog(ERROR, "rate limit query failed");
 	count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										SPI_tuptable->tupdesc, 2, &isnull));
+										SPI_tuptable->tupdesc, 1, &isnull));
 	if (count >= limit)
 		ereport(ERROR,
 				(errcode(OTP_ERRCODE_RATE_LIMITED),

@@ -16,6 +16,10 @@
 #define OTP_ERRCODE_RATE_LIMITED	MAKE_SQLSTATE('P','T','4','2','9')
 #define OTP_ERRCODE_NOT_FOUND		MAKE_SQLSTATE('P','T','4','0','4')
 
+/* key spaces (hash seeds) of otp_advisory_lock */
+#define OTP_LOCK_RATE_KEY	7281	/* generate: (instance, rate_key) */
+#define OTP_LOCK_SENDER		7282	/* consume: (sender, "") */
+
 extern void otp_spi_connect(void);
 extern SPIPlanPtr otp_prepare(SPIPlanPtr *plan, const char *query, int nargs,
 							  Oid *argtypes);
@@ -24,6 +28,9 @@ extern SPIPlanPtr otp_prepare_opts(SPIPlanPtr *plan, const char *query,
 								   int cursor_options);
 extern int	otp_spi_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
 							long count);
+extern int	otp_spi_execute_latest(SPIPlanPtr plan, Datum *values,
+								   const char *nulls, long count);
+extern void otp_advisory_lock(const char *key1, const char *key2, int64 seed);
 extern char *otp_spi_text(int col);
 extern char *otp_spi_text_row(uint64 row, int col);
 

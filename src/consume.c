@@ -21,12 +21,14 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/uuid.h"
 
 #include "otp_link.h"
@@ -189,14 +191,37 @@ claim_message_id(const char *message_id, const char *outcome,
 }
 
 /*
+ * senders_has_window_s: whether otp_link.senders has the column window_s
+ * (added in 1.1).  Between installing this library and ALTER EXTENSION
+ * otp_link UPDATE, a database still has the 1.0 table; the count then runs
+ * as in 1.0.  Syscache lookups; can ERROR if schema otp_link is gone.
+ */
+static bool
+senders_has_window_s(void)
+{
+	Oid			rel = get_relname_relid("senders",
+										get_namespace_oid("otp_link", false));
+
+	return OidIsValid(rel) && get_attnum(rel, "window_s") != InvalidAttrNumber;
+}
+
+/*
  * count_unknown_code: count an unknown code against sender within the
  * window; block the sender when the limit is reached.  Returns the
  * blocked-until time (ISO, palloc'd) when the sender is now blocked.
+ *
+ * The counter is the sender's, whichever instance the guesses go to, and
+ * its window only ever grows while it runs: a message to an instance with
+ * a shorter unknown_code_window cannot restart a count that an instance
+ * with a longer one started (window_s keeps the longest window seen since
+ * window_start).  A block is never shortened either.  The caller holds the
+ * sender's advisory lock (sender_blocked_until takes it).
  */
 static char *
 count_unknown_code(const char *sender, Jsonb *options)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plan10 = NULL;	/* for a 1.0 schema, until its update */
 	Oid			types[4] = {TEXTOID, INT4OID, INT4OID, INT4OID};
 	Datum		values[4];
 
@@ -207,26 +232,50 @@ count_unknown_code(const char *sender, Jsonb *options)
 												 otp_link_unknown_code_limit));
 	values[3] = Int32GetDatum(otp_instance_limit(options, "block_duration",
 												 otp_link_block_duration_s));
-	otp_prepare(&plan,
-				"INSERT INTO otp_link.senders AS s (chat_id, window_start, unknown_codes, blocked_until) "
-				"VALUES ($1, now(), 1, CASE WHEN 1 >= $3 THEN now() + make_interval(secs => $4) END) "
-				"ON CONFLICT (chat_id) DO UPDATE SET "
-				"unknown_codes = CASE WHEN s.window_start <= now() - make_interval(secs => $2) "
-				"  THEN 1 ELSE s.unknown_codes + 1 END, "
-				"window_start = CASE WHEN s.window_start <= now() - make_interval(secs => $2) "
-				"  THEN now() ELSE s.window_start END, "
-				"blocked_until = CASE WHEN (CASE WHEN s.window_start <= now() - make_interval(secs => $2) "
-				"  THEN 1 ELSE s.unknown_codes + 1 END) >= $3 "
-				"  THEN now() + make_interval(secs => $4) ELSE s.blocked_until END "
-				"RETURNING CASE WHEN blocked_until > now() THEN " ISO("blocked_until") " END",
-				4, types);
-	if (otp_spi_execute(plan, values, NULL, 0) != SPI_OK_INSERT_RETURNING)
+#define RESTART "(s.window_start <= now() - make_interval(secs => greatest(s.window_s, $2)))"
+	if (!senders_has_window_s())
+		otp_prepare(&plan10,
+					"INSERT INTO otp_link.senders AS s (chat_id, window_start, unknown_codes, blocked_until) "
+					"VALUES ($1, now(), 1, CASE WHEN 1 >= $3 THEN now() + make_interval(secs => $4) END) "
+					"ON CONFLICT (chat_id) DO UPDATE SET "
+					"unknown_codes = CASE WHEN s.window_start <= now() - make_interval(secs => $2) "
+					"  THEN 1 ELSE s.unknown_codes + 1 END, "
+					"window_start = CASE WHEN s.window_start <= now() - make_interval(secs => $2) "
+					"  THEN now() ELSE s.window_start END, "
+					"blocked_until = CASE WHEN (CASE WHEN s.window_start <= now() - make_interval(secs => $2) "
+					"  THEN 1 ELSE s.unknown_codes + 1 END) >= $3 "
+					"  THEN now() + make_interval(secs => $4) ELSE s.blocked_until END "
+					"RETURNING CASE WHEN blocked_until > now() THEN " ISO("blocked_until") " END",
+					4, types);
+	else
+		otp_prepare(&plan,
+					"INSERT INTO otp_link.senders AS s "
+					"(chat_id, window_start, window_s, unknown_codes, blocked_until) "
+					"VALUES ($1, now(), $2, 1, CASE WHEN 1 >= $3 THEN now() + make_interval(secs => $4) END) "
+					"ON CONFLICT (chat_id) DO UPDATE SET "
+					"unknown_codes = CASE WHEN " RESTART " THEN 1 ELSE s.unknown_codes + 1 END, "
+					"window_start = CASE WHEN " RESTART " THEN now() ELSE s.window_start END, "
+					"window_s = CASE WHEN " RESTART " THEN $2 ELSE greatest(s.window_s, $2) END, "
+					"blocked_until = CASE WHEN (CASE WHEN " RESTART " THEN 1 ELSE s.unknown_codes + 1 END) >= $3 "
+					"  THEN greatest(s.blocked_until, now() + make_interval(secs => $4)) "
+					"  ELSE s.blocked_until END "
+					"RETURNING CASE WHEN blocked_until > now() THEN " ISO("blocked_until") " END",
+					4, types);
+#undef RESTART
+	if (otp_spi_execute(senders_has_window_s() ? plan : plan10, values, NULL, 0) !=
+		SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not count unknown code");
 	return otp_spi_text(1);
 }
 
 /*
  * sender_blocked_until: ISO time until which sender is blocked, or NULL.
+ *
+ * First takes the sender's advisory lock, so that messages of one sender
+ * are decided one after the other, then reads the block under the latest
+ * snapshot: a burst of guesses sent in parallel sees the block (and the
+ * count) that the earlier ones committed, and gets no more guesses than
+ * the limit, whatever the isolation level.  Can ERROR.
  */
 static char *
 sender_blocked_until(const char *sender)
@@ -235,12 +284,13 @@ sender_blocked_until(const char *sender)
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1];
 
+	otp_advisory_lock(sender, NULL, OTP_LOCK_SENDER);
 	values[0] = CStringGetTextDatum(sender);
 	otp_prepare(&plan,
 				"SELECT " ISO("blocked_until") " FROM otp_link.senders "
 				"WHERE chat_id = $1 AND blocked_until > now()",
 				1, types);
-	if (otp_spi_execute(plan, values, NULL, 1) != SPI_OK_SELECT)
+	if (otp_spi_execute_latest(plan, values, NULL, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up sender");
 	return SPI_processed ? otp_spi_text(1) : NULL;
 }
@@ -330,6 +380,9 @@ consume(const char *chat_id, const char *body, size_t body_len,
 		res.outcome = "ignored";
 		return res;
 	}
+	/* an empty message id is no id: it must not make other messages duplicates */
+	if (message_id && message_id[0] == '\0')
+		message_id = NULL;
 	if (message_id && strlen(message_id) > MAX_MESSAGE_ID_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),

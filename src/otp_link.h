@@ -19,7 +19,7 @@
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 
-#define OTP_LINK_VERSION "1.0.0"
+#define OTP_LINK_VERSION "1.1.0"
 
 /* lengths */
 #define OTP_CODE_LEN			8		/* letters in a code */
@@ -32,6 +32,7 @@
 #define OTP_MAX_TEXT_CHARS		4096	/* WhatsApp's limit on a text message */
 #define OTP_MAX_NAME_CHARS		256
 #define OTP_MAX_URL_LEN			2048
+#define OTP_MAX_HEADER_VALUE	4096	/* bytes of a token sent in a header */
 #define OTP_MAX_KEY_LEN			256		/* rate_key, binding, message_id */
 
 /* GUC variables (otp_link.c) */

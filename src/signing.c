@@ -148,7 +148,9 @@ PG_FUNCTION_INFO_V1(otp_link_verify_meta_signature);
  * True when signature is the X-Hub-Signature-256 of payload (the body
  * exactly as received).  Comparison is in constant time; a NULL or
  * malformed signature is false.  ERRORs (22004) when payload or app_secret
- * is NULL, since that is a configuration mistake rather than a forgery.
+ * is NULL and (22023) when app_secret is empty, since that is a
+ * configuration mistake rather than a forgery, and verifying against it
+ * would let anyone sign.
  */
 Datum
 otp_link_verify_meta_signature(PG_FUNCTION_ARGS)
@@ -166,10 +168,16 @@ otp_link_verify_meta_signature(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("payload and app_secret must not be null"),
 				 errhint("Pass the raw request body and your Meta app secret.")));
-	if (PG_ARGISNULL(1))
-		PG_RETURN_BOOL(false);
 	payload = PG_GETARG_TEXT_PP(0);
 	secret = PG_GETARG_TEXT_PP(2);
+	if (VARSIZE_ANY_EXHDR(secret) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("app_secret must not be empty"),
+				 errdetail("With an empty secret anyone can compute the signature, so nothing would be verified."),
+				 errhint("Pass your Meta app secret; with PostgREST, check that the setting holding it is set.")));
+	if (PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
 	sig = text_to_cstring(PG_GETARG_TEXT_PP(1));
 
 	if (strncmp(sig, "sha256=", 7) != 0 || strlen(sig) != 7 + 2 * sizeof(given))

@@ -41,6 +41,8 @@
 #include <math.h>
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
@@ -69,6 +71,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "otp_link.h"
@@ -481,14 +484,56 @@ end_tx(void)
 }
 
 /*
- * extension_ready: whether the extension exists in this database (inside a
- * transaction).  The first time it is seen by this process (or after it was
- * re-created), clears the leases a previous incarnation left behind: no
- * request of ours is in flight for them.
+ * schema_trusted: whether the schema the name otp_link now leads to is the
+ * extension's own schema (ext_nsp) and is owned by a superuser.  The worker
+ * runs as a superuser and reaches its tables and otp_link_expire() through
+ * that name; a schema renamed away and replaced, or given to an ordinary
+ * role, must not be used.  Logs a WARNING once per change of verdict.
+ * Syscache lookups only; can ERROR only on catalog corruption.
+ */
+static bool
+schema_trusted(Oid ext_nsp)
+{
+	static bool warned = false;
+	Oid			nsp = get_namespace_oid("otp_link", true);
+	HeapTuple	tup;
+	Oid			owner = InvalidOid;
+
+	if (OidIsValid(nsp) && nsp == ext_nsp)
+	{
+		tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nsp));
+		if (HeapTupleIsValid(tup))
+		{
+			owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+			ReleaseSysCache(tup);
+		}
+		if (OidIsValid(owner) && superuser_arg(owner))
+		{
+			warned = false;
+			return true;
+		}
+	}
+	if (!warned)
+		ereport(WARNING,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("otp_link worker does not serve database \"%s\": schema \"otp_link\" is not the extension's schema or is not owned by a superuser",
+						get_database_name(MyDatabaseId)),
+				 errhint("Give schema otp_link back to a superuser (ALTER SCHEMA otp_link OWNER TO postgres) after checking what it holds.")));
+	warned = true;
+	return false;
+}
+
+/*
+ * extension_ready: whether the extension exists in this database and its
+ * schema can be trusted (inside a transaction).  The first time it is seen
+ * by this process (or after it was re-created), clears the leases a
+ * previous incarnation left behind: no request of ours is in flight for
+ * them.
  */
 static bool
 extension_ready(void)
 {
+	static Oid	ext_nsp = InvalidOid;
 	Oid			ext = get_extension_oid("otp_link", true);
 
 	if (!OidIsValid(ext))
@@ -499,7 +544,17 @@ extension_ready(void)
 	if (ext != ext_oid_seen)
 	{
 		int			rc;
+		bool		isnull;
 
+		rc = SPI_execute_with_args("SELECT extnamespace FROM pg_catalog.pg_extension WHERE oid = $1",
+								   1, (Oid[]) {OIDOID}, (Datum[]) {ObjectIdGetDatum(ext)},
+								   NULL, true, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			return false;
+		ext_nsp = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+												 SPI_tuptable->tupdesc, 1, &isnull));
+		if (!schema_trusted(ext_nsp))
+			return false;
 		rc = SPI_execute("UPDATE otp_link.deliveries SET locked_until = NULL "
 						 "WHERE status = 'queued' AND locked_until IS NOT NULL",
 						 false, 0);
@@ -514,8 +569,9 @@ extension_ready(void)
 					 errmsg("otp_link worker released %llu stale delivery leases",
 							(unsigned long long) SPI_processed)));
 		ext_oid_seen = ext;
+		return true;
 	}
-	return true;
+	return schema_trusted(ext_nsp);
 }
 
 /*

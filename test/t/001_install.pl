@@ -22,7 +22,7 @@ my $objects_before = $node->safe_psql('postgres',
 $node->safe_psql('postgres', 'CREATE EXTENSION otp_link');
 is($node->safe_psql('postgres',
 	"SELECT extversion FROM pg_extension WHERE extname = 'otp_link'"),
-	'1.0', 'installed at version 1.0');
+	'1.1', 'installed at version 1.1 (the default)');
 is($node->safe_psql('postgres',
 	"SELECT nspname FROM pg_namespace n JOIN pg_extension e ON e.extnamespace = n.oid WHERE extname = 'otp_link'"),
 	'otp_link', 'lives in schema otp_link');

@@ -69,14 +69,49 @@ for my $u (sort @updates)
 	$n++;
 	$node->safe_psql('postgres', "CREATE DATABASE up$n; CREATE DATABASE fresh$n");
 	$node->safe_psql("up$n", "CREATE EXTENSION otp_link VERSION '$from'");
+	# a row in every table: an instance, links pending and verified, a
+	# processed message id, a sender's unknown-code count, queued and held
+	# deliveries
 	my $inst = $node->safe_psql("up$n",
 		"SELECT otp_link.otp_link_instance_create('201553730661', 'Upgrade')->>'uuid'");
-	my $link = $node->safe_psql("up$n", "SELECT otp_link.otp_link_generate('$inst')->>'uuid'");
+	my $gen = $node->safe_psql("up$n",
+		"SELECT (r->>'uuid') || ' ' || (r->>'code') FROM otp_link.otp_link_generate('$inst',
+		   callback => '{\"success\": \"https://app.example/cb\"}') r");
+	my ($link, $code) = split / /, $gen;
+	my $gen2 = $node->safe_psql("up$n",
+		"SELECT (r->>'uuid') || ' ' || (r->>'code') FROM otp_link.otp_link_generate('$inst',
+		   callback => '{\"success\": \"https://app.example/cb\"}') r");
+	my ($link2, $code2) = split / /, $gen2;
+	$node->safe_psql("up$n", qq{
+		SELECT otp_link.otp_link_consume_message('447700900001', 'hi [$code2]', 'wamid.before');
+		SELECT otp_link.otp_link_consume_message('447700900002', '[NOSUCHAA]', 'wamid.guess1');
+	});
+	my $counts_sql = q{SELECT format('%s %s %s %s %s',
+		(SELECT count(*) FROM otp_link.instances), (SELECT count(*) FROM otp_link.links),
+		(SELECT count(*) FROM otp_link.messages_seen), (SELECT count(*) FROM otp_link.senders),
+		(SELECT count(*) FROM otp_link.deliveries WHERE status IN ('queued', 'held')))};
+	my $before = $node->safe_psql("up$n", $counts_sql);
+	like($before, qr/^1 2 2 1 [1-9]/, "$from: a row in every table ($before)");
+
 	$node->safe_psql("up$n", "ALTER EXTENSION otp_link UPDATE TO '$to'");
 	$node->safe_psql("fresh$n", "CREATE EXTENSION otp_link VERSION '$to'");
 	is(schema_of("up$n"), schema_of("fresh$n"), "$from -> $to equals a fresh $to");
+	is($node->safe_psql("up$n", $counts_sql), $before, "every row survives the update to $to");
 	is($node->safe_psql("up$n", "SELECT otp_link.otp_link_status('$link')->>'status'"),
 		'pending', "a link made under $from survives the update to $to");
+	is($node->safe_psql("up$n",
+		"SELECT otp_link.otp_link_consume_message('447700900003', 'hi [$code]', 'wamid.after')->>'outcome'"),
+		'verified', "a link made under $from verifies after the update");
+	is($node->safe_psql("up$n",
+		"SELECT otp_link.otp_link_consume_message('447700900001', 'hi [$code2]', 'wamid.before')->>'outcome'"),
+		'duplicate', "a message id seen under $from is still a duplicate");
+	is($node->safe_psql("up$n", q{
+		SELECT otp_link.otp_link_consume_message('447700900002', '[NOSUCHAB]', 'wamid.guess2')->>'outcome';
+		SELECT unknown_codes FROM otp_link.senders WHERE chat_id = '447700900002@c.us'}),
+		"unknown_code\n2", "a sender's count from $from goes on");
+	is($node->safe_psql("up$n",
+		"SELECT count(*) FROM otp_link.deliveries WHERE status = 'queued' AND link_id = '$link'"),
+		'1', "the new verification queued its callback");
 }
 note("upgrade paths checked: $n");
 

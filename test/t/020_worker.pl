@@ -59,7 +59,7 @@ is($req->{body}, $payload, 'body is exactly payload::text');
 like($req->{headers}{'webhook-timestamp'}, qr/^\d{10}$/, 'webhook-timestamp is unix seconds');
 cmp_ok(abs($req->{headers}{'webhook-timestamp'} - time()), '<', 30, 'webhook-timestamp is now');
 is($req->{headers}{'content-type'}, 'application/json', 'content-type');
-is($req->{headers}{'user-agent'}, 'otp_link/1.0.0 (PostgreSQL extension)', 'user-agent');
+is($req->{headers}{'user-agent'}, 'otp_link/1.1.0 (PostgreSQL extension)', 'user-agent');
 ok(wait_status($id, 'delivered', 5), 'status delivered');
 is($node->safe_psql('postgres',
 	"SELECT attempts || ' ' || last_http_status || ' ' || (delivered_at IS NOT NULL) || ' ' || (locked_until IS NULL) FROM otp_link.deliveries WHERE id = $id"),

@@ -1,0 +1,518 @@
+/* otp_link--1.1.sql: install script of otp_link 1.1 */
+
+\echo Use "CREATE EXTENSION otp_link" to load this file. \quit
+
+/*
+ * The schema must be safe to resolve our own objects through.  CREATE
+ * EXTENSION adopts a schema named otp_link that already exists, and every
+ * SECURITY DEFINER function (and the worker, as a superuser) uses the
+ * objects it finds under that name: a role that owns the schema could
+ * rename it and put look-alike tables with triggers in its place, and a
+ * role with CREATE on it could add objects.  So the schema must be owned by
+ * a superuser, and no other role than superusers may create in it.
+ */
+DO $check$
+DECLARE
+	bad text;
+BEGIN
+	SELECT pg_catalog.format('is owned by role %I, which is not a superuser', r.rolname)
+	  INTO bad
+	  FROM pg_catalog.pg_namespace n
+	  JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+	 WHERE n.nspname = 'otp_link' AND NOT r.rolsuper;
+	IF bad IS NULL THEN
+		SELECT pg_catalog.format('grants CREATE to %s',
+								 CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+									  ELSE pg_catalog.quote_ident(r.rolname) END)
+		  INTO bad
+		  FROM pg_catalog.pg_namespace n
+		 CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a
+		  LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+		 WHERE n.nspname = 'otp_link' AND a.privilege_type = 'CREATE'
+		   AND NOT coalesce(r.rolsuper, false)
+		 LIMIT 1;
+	END IF;
+	IF bad IS NOT NULL THEN
+		RAISE EXCEPTION 'schema "otp_link" %', bad
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'otp_link''s functions run with their owner''s rights and use the objects in schema otp_link, so a role that owns it or can create objects in it could run code as a superuser.',
+				  HINT = 'Check what the schema holds, then drop it or give it to a superuser (ALTER SCHEMA otp_link OWNER TO postgres) and revoke CREATE on it from other roles.';
+	END IF;
+END
+$check$;
+
+/* a schema that existed before CREATE EXTENSION must also be empty */
+DO $empty$
+BEGIN
+	IF EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE relnamespace = 'otp_link'::pg_catalog.regnamespace)
+	   OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE pronamespace = 'otp_link'::pg_catalog.regnamespace)
+	   OR EXISTS (SELECT 1 FROM pg_catalog.pg_type WHERE typnamespace = 'otp_link'::pg_catalog.regnamespace)
+	   OR EXISTS (SELECT 1 FROM pg_catalog.pg_operator WHERE oprnamespace = 'otp_link'::pg_catalog.regnamespace)
+	THEN
+		RAISE EXCEPTION 'schema "otp_link" already holds objects'
+			USING ERRCODE = 'duplicate_schema',
+				  HINT = 'Install otp_link into a new schema: move or drop what schema otp_link holds first.';
+	END IF;
+END
+$empty$;
+
+/*
+ * Roles.  Roles are cluster-wide objects, so they are created only when they
+ * do not exist yet (a second database may already have them) and they are not
+ * members of the extension: DROP EXTENSION leaves them for the DBA to drop.
+ */
+DO $roles$
+DECLARE
+	r text;
+BEGIN
+	FOREACH r IN ARRAY ARRAY['otp_link_app', 'otp_link_inbox', 'otp_link_admin']
+	LOOP
+		IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+			EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+		END IF;
+	END LOOP;
+END
+$roles$;
+
+REVOKE ALL ON SCHEMA otp_link FROM PUBLIC;
+GRANT USAGE ON SCHEMA otp_link TO otp_link_app, otp_link_inbox, otp_link_admin;
+
+/*
+ * Instances: one registered WhatsApp number each.
+ */
+CREATE TABLE otp_link.instances (
+	id			uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+	phone		text NOT NULL UNIQUE CHECK (phone ~ '^[0-9]{8,15}$'),
+	name		text,
+	options		jsonb NOT NULL DEFAULT '{}' CHECK (pg_catalog.jsonb_typeof(options) = 'object'),
+	secret		text NOT NULL CHECK (secret LIKE 'whsec\_%'),
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE otp_link.instances IS 'Registered WhatsApp numbers, their defaults and their webhook signing secret';
+
+/*
+ * Links: one OTP link each.  The code is stored only as its SHA-256 digest;
+ * so is the one-time {link} token and the browser binding.
+ */
+CREATE TABLE otp_link.links (
+	id				uuid PRIMARY KEY,
+	instance_id		uuid NOT NULL REFERENCES otp_link.instances (id) ON DELETE CASCADE,
+	code_hash		bytea NOT NULL,
+	status			text NOT NULL DEFAULT 'pending'
+					CHECK (status IN ('pending', 'verified', 'failed', 'expired')),
+	name			text,
+	messages		jsonb NOT NULL,
+	callbacks		jsonb NOT NULL,
+	phone			text,
+	binding_hash	bytea,
+	link_url		text,
+	rate_key		text,
+	metadata		jsonb,
+	created_at		timestamptz NOT NULL,
+	expires_at		timestamptz NOT NULL,
+	messages_received integer NOT NULL DEFAULT 0,
+	chat_id			text,
+	reason			text,
+	finished_at		timestamptz,
+	token_hash		bytea,
+	token_expires_at timestamptz,
+	redeemed_at		timestamptz
+);
+COMMENT ON TABLE otp_link.links IS 'OTP links; codes, tokens and bindings are kept only as SHA-256 digests';
+
+/* generate: uniqueness of codes and the lookup of consume_message */
+CREATE UNIQUE INDEX links_code_hash_key ON otp_link.links (code_hash);
+/* the expiry sweep finds overdue pending links in expires_at order */
+CREATE INDEX links_pending_expires_idx ON otp_link.links (expires_at) WHERE status = 'pending';
+/* rate limits per (instance, rate_key); also serves the foreign key */
+CREATE INDEX links_instance_rate_idx ON otp_link.links (instance_id, rate_key, created_at);
+/* monitoring windows over created_at: BRIN is nearly free to maintain */
+CREATE INDEX links_created_brin ON otp_link.links USING brin (created_at);
+/* redeem */
+CREATE UNIQUE INDEX links_token_hash_key ON otp_link.links (token_hash) WHERE token_hash IS NOT NULL;
+
+/*
+ * Incoming message ids already processed, for idempotency; purged after
+ * otp_link.message_retention.
+ */
+CREATE TABLE otp_link.messages_seen (
+	message_id	text PRIMARY KEY,
+	outcome		text NOT NULL,
+	link_id		uuid,
+	seen_at		timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX messages_seen_seen_at_idx ON otp_link.messages_seen (seen_at);
+COMMENT ON TABLE otp_link.messages_seen IS 'Processed incoming message ids (idempotency window)';
+
+/*
+ * Unknown-code counters per sender, for the abuse limit.
+ */
+CREATE TABLE otp_link.senders (
+	chat_id			text PRIMARY KEY,
+	window_start	timestamptz NOT NULL,
+	unknown_codes	integer NOT NULL DEFAULT 0,
+	blocked_until	timestamptz,
+	window_s		integer NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE otp_link.senders IS 'Unknown-code counters and blocks per WhatsApp sender';
+COMMENT ON COLUMN otp_link.senders.window_s IS 'The longest unknown_code_window (seconds) of the instances guessed at since window_start: a count only restarts after it';
+
+/*
+ * Deliveries: every callback and every reply, until delivered or dead.
+ */
+CREATE TABLE otp_link.deliveries (
+	id				bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+	webhook_id		text NOT NULL UNIQUE
+					DEFAULT 'msg_' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', ''),
+	instance_id		uuid NOT NULL REFERENCES otp_link.instances (id) ON DELETE CASCADE,
+	link_id			uuid,
+	kind			text NOT NULL CHECK (kind IN ('callback', 'reply')),
+	event			text NOT NULL,
+	destination		text NOT NULL,
+	payload			jsonb NOT NULL,
+	status			text NOT NULL DEFAULT 'queued'
+					CHECK (status IN ('queued', 'held', 'delivered', 'dead')),
+	attempts		integer NOT NULL DEFAULT 0,
+	next_attempt_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	locked_until	timestamptz,
+	last_http_status integer,
+	last_error		text,
+	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	updated_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	delivered_at	timestamptz
+);
+CREATE INDEX deliveries_due_idx ON otp_link.deliveries (next_attempt_at) WHERE status = 'queued';
+CREATE INDEX deliveries_link_idx ON otp_link.deliveries (link_id);
+CREATE INDEX deliveries_instance_idx ON otp_link.deliveries (instance_id);
+COMMENT ON TABLE otp_link.deliveries IS 'Outgoing callbacks and replies; the background worker drains it';
+
+/* user data survives pg_dump */
+SELECT pg_catalog.pg_extension_config_dump('otp_link.instances', '');
+SELECT pg_catalog.pg_extension_config_dump('otp_link.links', '');
+SELECT pg_catalog.pg_extension_config_dump('otp_link.messages_seen', '');
+SELECT pg_catalog.pg_extension_config_dump('otp_link.senders', '');
+SELECT pg_catalog.pg_extension_config_dump('otp_link.deliveries', '');
+SELECT pg_catalog.pg_extension_config_dump('otp_link.deliveries_id_seq', '');
+
+REVOKE ALL ON ALL TABLES IN SCHEMA otp_link FROM PUBLIC;
+GRANT SELECT ON otp_link.instances, otp_link.links, otp_link.deliveries,
+	otp_link.messages_seen, otp_link.senders TO otp_link_admin;
+GRANT UPDATE (status, next_attempt_at, locked_until) ON otp_link.deliveries TO otp_link_admin;
+
+/*
+ * SQL-callable API.  Functions that touch the tables are SECURITY DEFINER
+ * with a pinned search_path; EXECUTE is granted per role below.
+ */
+CREATE FUNCTION otp_link.otp_link_whatsapp_url(phone text, prompt text, code text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'otp_link_whatsapp_url'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION otp_link.otp_link_whatsapp_url(text, text, text) IS
+'The wa.me link that opens a chat with phone and a draft "<prompt> [<code>] - DO NOT CHANGE THIS MESSAGE"';
+
+CREATE FUNCTION otp_link.otp_link_instance_create(phone text, name text DEFAULT NULL,
+												  options jsonb DEFAULT '{}')
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_instance_create'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_instance_create(text, text, jsonb) IS
+'Registers a WhatsApp number; returns its uuid, phone, chat_id and webhook signing secret';
+
+CREATE FUNCTION otp_link.otp_link_instance_update(instance uuid, name text DEFAULT NULL,
+												  options jsonb DEFAULT NULL,
+												  rotate_secret boolean DEFAULT false)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_instance_update'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean) IS
+'Replaces an instance''s name and/or options, optionally with a new signing secret; links already made keep their texts';
+
+CREATE FUNCTION otp_link.otp_link_instance_delete(instance uuid)
+RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH d AS (DELETE FROM otp_link.instances WHERE id = instance RETURNING 1)
+	SELECT count(*) = 1 FROM d
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_instance_delete(uuid) IS
+'Deletes an instance with its links and deliveries (queued ones are not sent); true if it existed';
+
+/*
+ * Replies held for the application (instances without a reply endpoint):
+ * the application takes them, sends them through its own WhatsApp
+ * provider, and they count as delivered.  SKIP LOCKED lets several
+ * application workers take replies at once without sending one twice.
+ */
+CREATE FUNCTION otp_link.otp_link_replies_take(instance uuid DEFAULT NULL,
+											   max_replies integer DEFAULT 100)
+RETURNS jsonb
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH taken AS (
+		SELECT id FROM otp_link.deliveries
+		 WHERE status = 'held' AND kind = 'reply'
+		   AND (otp_link_replies_take.instance IS NULL OR instance_id = otp_link_replies_take.instance)
+		 ORDER BY id LIMIT greatest(least(max_replies, 1000), 0)
+		   FOR UPDATE SKIP LOCKED),
+	done AS (
+		UPDATE otp_link.deliveries d
+		   SET status = 'delivered', delivered_at = now(), updated_at = now(),
+			   attempts = d.attempts + 1, last_error = 'taken by the application'
+		  FROM taken WHERE d.id = taken.id
+		RETURNING d.id, d.instance_id, d.link_id, d.event, d.payload, d.created_at)
+	SELECT jsonb_build_object('replies', coalesce(jsonb_agg(jsonb_build_object(
+			   'id', id, 'instance', instance_id, 'link', link_id, 'event', event,
+			   'to', payload->>'to', 'chat_id', (payload->>'to') || '@c.us',
+			   'body', payload->>'body',
+			   'created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'))
+			   ORDER BY id), '[]'::jsonb))
+	  FROM done
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_replies_take(uuid, integer) IS
+'Takes up to max_replies held replies (for instances without a reply endpoint) for the application to send; they become delivered';
+
+CREATE FUNCTION otp_link.otp_link_generate(instance uuid,
+										   expires integer DEFAULT 1800,
+										   name text DEFAULT NULL,
+										   message jsonb DEFAULT NULL,
+										   callback jsonb DEFAULT NULL,
+										   phone text DEFAULT NULL,
+										   binding text DEFAULT NULL,
+										   link_url text DEFAULT NULL,
+										   rate_key text DEFAULT NULL,
+										   metadata jsonb DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_generate'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_generate(uuid, integer, text, jsonb, jsonb, text, text, text, text, jsonb) IS
+'Creates an OTP link; returns uuid, code, chat_id, status, otp_type, expires_at, created_at and whatsapp_link';
+
+CREATE FUNCTION otp_link.otp_link_status(uuid uuid)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_status'
+LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_status(uuid) IS
+'The state of one OTP link (never its code)';
+
+CREATE FUNCTION otp_link.otp_link_cancel(uuid uuid)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_cancel'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_cancel(uuid) IS
+'Withdraws a pending OTP link (it becomes failed with reason cancelled); returns its state';
+
+CREATE FUNCTION otp_link.otp_link_consume_message(chat_id text, body text,
+												  message_id text DEFAULT NULL,
+												  instance uuid DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_consume_message'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_consume_message(text, text, text, uuid) IS
+'Consumes one incoming WhatsApp message; returns its outcome: verified, expired, failed, already_verified, unknown_code, blocked, duplicate or ignored';
+
+CREATE FUNCTION otp_link.otp_link_consume_trigger()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'otp_link_consume_trigger'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_consume_trigger() IS
+'Row trigger for INSERT on an inbox table; arguments: chat id column, body column [, message id column [, instance uuid]]';
+
+CREATE FUNCTION otp_link.otp_link_consume_webhook(payload jsonb)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_consume_webhook'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_consume_webhook(jsonb) IS
+'Consumes every text message of a WhatsApp Cloud API webhook payload';
+
+CREATE FUNCTION otp_link.otp_link_expire(max_links integer DEFAULT 10000)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'otp_link_expire'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_expire(integer) IS
+'Expires up to max_links overdue pending links and queues their expired callbacks; returns how many';
+
+CREATE FUNCTION otp_link.otp_link_redeem(token text, binding text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_redeem'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_redeem(text, text) IS
+'Exchanges the one-time {link} token once; result: redeemed, invalid_token, already_redeemed, token_expired or binding_mismatch';
+
+CREATE FUNCTION otp_link.otp_link_verify_meta_signature(payload text, signature text,
+														app_secret text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'otp_link_verify_meta_signature'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION otp_link.otp_link_verify_meta_signature(text, text, text) IS
+'True when signature (the X-Hub-Signature-256 header, sha256=<hex>) signs payload with app_secret';
+
+/*
+ * Monitoring (SPEC section 5): the figures as jsonb, as a view, and in
+ * Prometheus' text exposition format.
+ */
+CREATE FUNCTION otp_link.otp_link_stats(since interval DEFAULT '24 hours')
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH l AS (
+	SELECT count(*) AS generated,
+		   count(*) FILTER (WHERE status = 'verified') AS verified,
+		   count(*) FILTER (WHERE status = 'failed') AS failed,
+		   count(*) FILTER (WHERE status = 'expired'
+							 OR (status = 'pending' AND expires_at <= now())) AS expired,
+		   count(*) FILTER (WHERE status = 'pending' AND expires_at > now()) AS pending,
+		   count(*) FILTER (WHERE redeemed_at IS NOT NULL) AS redeemed,
+		   coalesce(sum(messages_received), 0) AS messages,
+		   avg(extract(epoch FROM finished_at - created_at))
+			   FILTER (WHERE status = 'verified') AS mean_s,
+		   percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at))
+			   FILTER (WHERE status = 'verified') AS p95_s
+	  FROM otp_link.links
+	 WHERE created_at >= now() - since),
+m AS (
+	SELECT count(*) FILTER (WHERE outcome = 'unknown_code') AS unknown_codes,
+		   count(*) FILTER (WHERE outcome = 'blocked') AS blocked,
+		   count(*) FILTER (WHERE outcome = 'failed') AS failed_messages
+	  FROM otp_link.messages_seen
+	 WHERE seen_at >= now() - since),
+d AS (
+	SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
+		   count(*) FILTER (WHERE status = 'queued' AND next_attempt_at <= now()) AS due,
+		   count(*) FILTER (WHERE status = 'held') AS held,
+		   count(*) FILTER (WHERE status = 'delivered') AS delivered,
+		   count(*) FILTER (WHERE status = 'dead') AS dead,
+		   coalesce(sum(attempts), 0) AS attempts,
+		   coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued')), 0)
+			   AS oldest_queued_s
+	  FROM otp_link.deliveries)
+SELECT jsonb_build_object(
+	'window_seconds', extract(epoch FROM since)::bigint,
+	'links_generated', l.generated,
+	'links_pending', l.pending,
+	'links_verified', l.verified,
+	'links_failed', l.failed,
+	'links_expired', l.expired,
+	'links_redeemed', l.redeemed,
+	'messages_received', l.messages,
+	'messages_per_link', CASE WHEN l.generated > 0 THEN round(l.messages::numeric / l.generated, 3) ELSE 0 END,
+	'verification_rate', CASE WHEN l.generated > 0 THEN round(l.verified::numeric / l.generated, 4) ELSE 0 END,
+	'expiration_rate', CASE WHEN l.generated > 0 THEN round(l.expired::numeric / l.generated, 4) ELSE 0 END,
+	'failed_attempts', l.failed + m.unknown_codes + m.blocked,
+	'unknown_codes', m.unknown_codes,
+	'blocked_messages', m.blocked,
+	'time_to_verify_mean_s', round(coalesce(l.mean_s, 0)::numeric, 3),
+	'time_to_verify_p95_s', round(coalesce(l.p95_s, 0)::numeric, 3),
+	'deliveries_queued', d.queued,
+	'deliveries_due', d.due,
+	'deliveries_held', d.held,
+	'deliveries_delivered', d.delivered,
+	'deliveries_dead', d.dead,
+	'delivery_attempts', d.attempts,
+	'oldest_queued_delivery_s', round(d.oldest_queued_s::numeric, 3))
+  FROM l, m, d
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_stats(interval) IS
+'Monitoring figures over links created (and messages seen) in the window, and the delivery queue now';
+
+CREATE VIEW otp_link.stats AS
+	SELECT key AS metric, value
+	  FROM pg_catalog.jsonb_each(otp_link.otp_link_stats());
+COMMENT ON VIEW otp_link.stats IS 'otp_link_stats() over the last 24 hours, one row per figure';
+
+CREATE FUNCTION otp_link.otp_link_metrics(since interval DEFAULT '24 hours')
+RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT string_agg(
+		   format(E'# HELP otp_link_%s %s\n# TYPE otp_link_%s gauge\notp_link_%s %s\n',
+				  key, replace(key, '_', ' '), key, key, value),
+		   '' ORDER BY key)
+  FROM jsonb_each_text(otp_link.otp_link_stats(since))
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_metrics(interval) IS
+'otp_link_stats() in Prometheus text exposition format (gauges named otp_link_<figure>)';
+
+CREATE FUNCTION otp_link.otp_link_destination_allowed(address inet)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'otp_link_destination_allowed'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION otp_link.otp_link_destination_allowed(inet) IS
+'Whether the delivery worker may connect to this address when otp_link.allow_private_networks is off (the SSRF guard)';
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA otp_link FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_whatsapp_url(text, text, text)
+	TO otp_link_app, otp_link_inbox, otp_link_admin;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_generate(uuid, integer, text, jsonb, jsonb, text, text, text, text, jsonb),
+	otp_link.otp_link_status(uuid),
+	otp_link.otp_link_cancel(uuid)
+	TO otp_link_app, otp_link_admin;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_instance_create(text, text, jsonb),
+	otp_link.otp_link_expire(integer),
+	otp_link.otp_link_stats(interval),
+	otp_link.otp_link_metrics(interval)
+	TO otp_link_admin;
+GRANT SELECT ON otp_link.stats TO otp_link_admin;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_redeem(text, text),
+	otp_link.otp_link_replies_take(uuid, integer)
+	TO otp_link_app, otp_link_admin;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_destination_allowed(inet) TO otp_link_admin;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean),
+	otp_link.otp_link_instance_delete(uuid)
+	TO otp_link_admin;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_consume_message(text, text, text, uuid),
+	otp_link.otp_link_consume_trigger(),
+	otp_link.otp_link_consume_webhook(jsonb),
+	otp_link.otp_link_verify_meta_signature(text, text, text)
+	TO otp_link_inbox, otp_link_admin;
+
+/* ------------------------------------------------------------------------
+ * Delivery worker (src/worker.c).  Everything below belongs to the
+ * background worker and its administration.
+ * ------------------------------------------------------------------------
+ */
+
+/* the retention purge finds finished deliveries in updated_at order */
+CREATE INDEX deliveries_finished_idx ON otp_link.deliveries (updated_at)
+	WHERE status IN ('delivered', 'dead');
+
+CREATE FUNCTION otp_link.otp_link_delivery_requeue(id bigint)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_delivery_requeue'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_delivery_requeue(bigint) IS
+'Puts a dead delivery back in the queue (attempts reset to 0, due now) and wakes the worker; returns id, status, attempts and requeued';
+
+REVOKE ALL ON FUNCTION otp_link.otp_link_delivery_requeue(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_delivery_requeue(bigint) TO otp_link_admin;
+
+/*
+ * Any committed INSERT into otp_link.deliveries (or an UPDATE of its status
+ * or next_attempt_at, e.g. a manual requeue) wakes the worker at COMMIT, so
+ * rows queued by any code path are sent at once, not at the next sweep.
+ */
+CREATE FUNCTION otp_link.otp_link_deliveries_wake()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'otp_link_deliveries_wake'
+LANGUAGE C;
+COMMENT ON FUNCTION otp_link.otp_link_deliveries_wake() IS
+'Trigger function: wakes the delivery worker when the transaction commits';
+REVOKE ALL ON FUNCTION otp_link.otp_link_deliveries_wake() FROM PUBLIC;
+
+CREATE TRIGGER deliveries_wake
+	AFTER INSERT OR UPDATE OF status, next_attempt_at ON otp_link.deliveries
+	FOR EACH STATEMENT EXECUTE FUNCTION otp_link.otp_link_deliveries_wake();
