@@ -14,7 +14,6 @@
 #
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
-top=$(pwd)
 
 runs=${1:-3}
 case $runs in
