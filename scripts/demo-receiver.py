@@ -5,7 +5,8 @@
 # Listens on 127.0.0.1 (free port written to --port-file), checks each
 # callback's Standard Webhooks signature with the instance secret (read from
 # --secret-file once it exists), prints what it got, and answers 200.
-# Stops by itself after --lifetime seconds.  Python standard library only.
+# Stops by itself when the process that started it (scripts/demo) is gone,
+# or after --lifetime seconds.  Python standard library only.
 
 import argparse
 import base64
@@ -71,7 +72,15 @@ def main():
     with open(a.port_file + ".tmp", "w") as f:
         f.write(str(srv.server_address[1]))
     os.rename(a.port_file + ".tmp", a.port_file)
-    threading.Timer(a.lifetime, srv.shutdown).start()
+    parent = os.getppid()
+    deadline = time.monotonic() + a.lifetime
+
+    def watch():
+        while os.getppid() == parent and time.monotonic() < deadline:
+            time.sleep(0.5)
+        srv.shutdown()
+
+    threading.Thread(target=watch, daemon=True).start()
     srv.serve_forever()
 
 
