@@ -123,7 +123,8 @@ timer_cb(CURLM *m, long timeout_ms, void *userp)
 /*
  * v4_allowed: whether an IPv4 address (host byte order) is a public unicast
  * address.  Refuses "this network", RFC 1918, CGNAT, loopback, link-local,
- * IETF protocol assignments, benchmarking, multicast, reserved, broadcast.
+ * IETF protocol assignments, documentation, benchmarking, multicast,
+ * reserved, broadcast.
  */
 static bool
 v4_allowed(uint32 a)
@@ -144,6 +145,10 @@ v4_allowed(uint32 a)
 		return false;
 	if (b1 == 192 && b2 == 0 && b3 == 0)
 		return false;			/* 192.0.0.0/24 */
+	if ((b1 == 192 && b2 == 0 && b3 == 2) ||
+		(b1 == 198 && b2 == 51 && b3 == 100) ||
+		(b1 == 203 && b2 == 0 && b3 == 113))
+		return false;			/* documentation TEST-NET-1, -2, -3 */
 	if (b1 == 198 && (b2 & 0xfe) == 18)
 		return false;			/* 198.18.0.0/15 */
 	if (b1 >= 224)
@@ -164,9 +169,12 @@ v4_of(const uint8 *p)
 /*
  * otp_address_allowed: whether a resolved address is a public destination.
  *
- * IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible, NAT64 (64:ff9b::/96) and
- * 6to4 (2002::/16) IPv6 addresses are judged by the IPv4 address they
- * carry.  Writes a printable form of the address into desc.  Pure: never
+ * IPv4-mapped (::ffff:a.b.c.d), NAT64 (64:ff9b::/96) and 6to4 (2002::/16)
+ * IPv6 addresses are judged by the IPv4 address they carry.  Otherwise only
+ * global unicast (2000::/3) is public, less the special ranges inside it;
+ * so the rest of ::/8 (IPv4-compatible ::a.b.c.d, IPv4-translated
+ * ::ffff:0:a.b.c.d ...) is refused whatever IPv4 address it carries.
+ * Writes a printable form of the address into desc.  Pure: never
  * allocates, never ERRORs (it runs inside a libcurl callback).
  */
 bool
@@ -198,12 +206,19 @@ otp_address_allowed(const struct sockaddr *sa, char *desc, size_t desclen)
 			return v4_allowed(v4_of(b + 12));
 		if (memcmp(b, zero12, 12) == 0)
 			return false;		/* ::, ::1 and deprecated ::a.b.c.d */
+		if ((b[0] & 0xe0) != 0x20)
+			return false;		/* not global unicast 2000::/3 */
 		if (b[0] == 0x20 && b[1] == 0x02)
 			return v4_allowed(v4_of(b + 2));	/* 6to4 */
 		if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0)
 			return false;		/* Teredo */
+		if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0x02 &&
+			b[4] == 0 && b[5] == 0)
+			return false;		/* benchmarking 2001:2::/48 */
 		if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8)
-			return false;		/* documentation */
+			return false;		/* documentation 2001:db8::/32 */
+		if (b[0] == 0x3f && b[1] == 0xff && (b[2] & 0xf0) == 0)
+			return false;		/* documentation 3fff::/20 */
 		if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b)
 			return false;		/* local-use NAT64 64:ff9b:1::/48 */
 		if (b[0] == 0x01 && b[1] == 0x00 && memcmp(b + 2, zero12, 6) == 0)
