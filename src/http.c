@@ -49,6 +49,8 @@
 
 #define OTP_USER_AGENT		"otp_link/" OTP_LINK_VERSION " (PostgreSQL extension)"
 #define OTP_MAX_RESPONSE	(1024 * 1024)	/* abort bodies larger than this */
+/* Retry-After is clamped to this, so that callers can multiply by 1000 */
+#define OTP_MAX_RETRY_AFTER_S	((curl_off_t) PG_INT32_MAX)
 
 #if LIBCURL_VERSION_NUM < 0x075500
 #error "otp_link needs libcurl 7.85.0 or later (CURLOPT_PROTOCOLS_STR, CURLOPT_PREREQFUNCTION)"
@@ -698,8 +700,14 @@ otp_http_collect(void)
 		{
 			/* an answer; a body cut off at OTP_MAX_RESPONSE still counts */
 			req->outcome = OTP_HTTP_RESPONSE;
+
+			/*
+			 * libcurl gives delay-seconds as parsed (an overflowing number
+			 * reads as 0, i.e. absent) or an HTTP-date minus now; clamp it
+			 * so that the caller can multiply it by 1000.
+			 */
 			if (curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
-				req->retry_after_s = (int64) ra;
+				req->retry_after_s = (int64) Min(ra, OTP_MAX_RETRY_AFTER_S);
 		}
 		else if (req->connect_refused && !req->connect_allowed)
 		{
