@@ -17,9 +17,16 @@
  * Safety: every address libcurl is about to connect to passes through
  * CURLOPT_OPENSOCKETFUNCTION, after name resolution, so a host name that
  * resolves (or re-resolves: DNS rebinding) to a private address is refused
- * unless otp_link.allow_private_networks is on.  Plain http:// is refused
- * unless otp_link.allow_http is on.  Redirects are never followed and proxy
- * settings from the environment are ignored.
+ * unless otp_link.allow_private_networks is on.  The peer of the connection
+ * a request is about to be sent on is checked again in
+ * CURLOPT_PREREQFUNCTION: that callback runs for new and for reused
+ * (kept-alive) connections alike, so turning the setting off applies to the
+ * next request whatever the connection cache holds.  Plain http:// is
+ * refused unless otp_link.allow_http is on.  A URL or header value with a
+ * control character is never handed to libcurl (no header injection).
+ * Redirects are never followed and proxy settings from the environment are
+ * ignored.  The response body is read up to OTP_MAX_RESPONSE bytes; the
+ * transfer is then aborted and judged by its HTTP status.
  *
  * Callbacks called by libcurl never palloc and never ERROR: a longjmp
  * through libcurl would corrupt it.  They only write into the fixed buffers
@@ -42,6 +49,12 @@
 
 #define OTP_USER_AGENT		"otp_link/" OTP_LINK_VERSION " (PostgreSQL extension)"
 #define OTP_MAX_RESPONSE	(1024 * 1024)	/* abort bodies larger than this */
+/* Retry-After is clamped to this, so that callers can multiply by 1000 */
+#define OTP_MAX_RETRY_AFTER_S	((curl_off_t) PG_INT32_MAX)
+
+#if LIBCURL_VERSION_NUM < 0x075500
+#error "otp_link needs libcurl 7.85.0 or later (CURLOPT_PROTOCOLS_STR, CURLOPT_PREREQFUNCTION)"
+#endif
 
 StaticAssertDecl(OTP_HTTP_ERRBUF >= CURL_ERROR_SIZE,
 				 "OTP_HTTP_ERRBUF must hold CURL_ERROR_SIZE bytes");
@@ -123,7 +136,8 @@ timer_cb(CURLM *m, long timeout_ms, void *userp)
 /*
  * v4_allowed: whether an IPv4 address (host byte order) is a public unicast
  * address.  Refuses "this network", RFC 1918, CGNAT, loopback, link-local,
- * IETF protocol assignments, benchmarking, multicast, reserved, broadcast.
+ * IETF protocol assignments, documentation, benchmarking, multicast,
+ * reserved, broadcast.
  */
 static bool
 v4_allowed(uint32 a)
@@ -144,6 +158,10 @@ v4_allowed(uint32 a)
 		return false;
 	if (b1 == 192 && b2 == 0 && b3 == 0)
 		return false;			/* 192.0.0.0/24 */
+	if ((b1 == 192 && b2 == 0 && b3 == 2) ||
+		(b1 == 198 && b2 == 51 && b3 == 100) ||
+		(b1 == 203 && b2 == 0 && b3 == 113))
+		return false;			/* documentation TEST-NET-1, -2, -3 */
 	if (b1 == 198 && (b2 & 0xfe) == 18)
 		return false;			/* 198.18.0.0/15 */
 	if (b1 >= 224)
@@ -164,9 +182,12 @@ v4_of(const uint8 *p)
 /*
  * otp_address_allowed: whether a resolved address is a public destination.
  *
- * IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible, NAT64 (64:ff9b::/96) and
- * 6to4 (2002::/16) IPv6 addresses are judged by the IPv4 address they
- * carry.  Writes a printable form of the address into desc.  Pure: never
+ * IPv4-mapped (::ffff:a.b.c.d), NAT64 (64:ff9b::/96) and 6to4 (2002::/16)
+ * IPv6 addresses are judged by the IPv4 address they carry.  Otherwise only
+ * global unicast (2000::/3) is public, less the special ranges inside it;
+ * so the rest of ::/8 (IPv4-compatible ::a.b.c.d, IPv4-translated
+ * ::ffff:0:a.b.c.d ...) is refused whatever IPv4 address it carries.
+ * Writes a printable form of the address into desc.  Pure: never
  * allocates, never ERRORs (it runs inside a libcurl callback).
  */
 bool
@@ -198,12 +219,19 @@ otp_address_allowed(const struct sockaddr *sa, char *desc, size_t desclen)
 			return v4_allowed(v4_of(b + 12));
 		if (memcmp(b, zero12, 12) == 0)
 			return false;		/* ::, ::1 and deprecated ::a.b.c.d */
+		if ((b[0] & 0xe0) != 0x20)
+			return false;		/* not global unicast 2000::/3 */
 		if (b[0] == 0x20 && b[1] == 0x02)
 			return v4_allowed(v4_of(b + 2));	/* 6to4 */
 		if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0)
 			return false;		/* Teredo */
+		if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0x02 &&
+			b[4] == 0 && b[5] == 0)
+			return false;		/* benchmarking 2001:2::/48 */
 		if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8)
-			return false;		/* documentation */
+			return false;		/* documentation 2001:db8::/32 */
+		if (b[0] == 0x3f && b[1] == 0xff && (b[2] & 0xf0) == 0)
+			return false;		/* documentation 3fff::/20 */
 		if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b)
 			return false;		/* local-use NAT64 64:ff9b:1::/48 */
 		if (b[0] == 0x01 && b[1] == 0x00 && memcmp(b + 2, zero12, 6) == 0)
@@ -250,8 +278,67 @@ opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address
 }
 
 /*
+ * prereq_cb: CURLOPT_PREREQFUNCTION; called on the connection a request is
+ * about to be sent on, new or reused from the connection cache, before any
+ * byte of the request is written.  opensocket_cb only sees connections
+ * being opened, so without this a connection kept alive while
+ * otp_link.allow_private_networks was on would still carry requests after
+ * it was turned off.  The peer is judged by the same rules; an address that
+ * does not parse is refused.  Returns CURL_PREREQFUNC_ABORT to refuse
+ * (libcurl then fails the transfer with CURLE_ABORTED_BY_CALLBACK and does
+ * not keep the connection).  Never allocates, never ERRORs.
+ */
+static int
+prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
+		  int conn_primary_port, int conn_local_port)
+{
+	OtpHttpRequest *req = (OtpHttpRequest *) clientp;
+	struct sockaddr_storage ss;
+	char		desc[INET6_ADDRSTRLEN + 32];
+	bool		ok;
+
+	if (otp_link_allow_private_networks)
+		return CURL_PREREQFUNC_OK;
+
+	memset(&ss, 0, sizeof(ss));
+	if (conn_primary_ip != NULL &&
+		inet_pton(AF_INET, conn_primary_ip,
+				  &((struct sockaddr_in *) &ss)->sin_addr) == 1)
+	{
+		ss.ss_family = AF_INET;
+		ok = otp_address_allowed((struct sockaddr *) &ss, desc, sizeof(desc));
+	}
+	else if (conn_primary_ip != NULL &&
+			 inet_pton(AF_INET6, conn_primary_ip,
+					   &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1)
+	{
+		ss.ss_family = AF_INET6;
+		ok = otp_address_allowed((struct sockaddr *) &ss, desc, sizeof(desc));
+	}
+	else
+	{
+		snprintf(desc, sizeof(desc), "\"%.*s\"", INET6_ADDRSTRLEN,
+				 conn_primary_ip ? conn_primary_ip : "");
+		ok = false;
+	}
+
+	if (ok)
+		return CURL_PREREQFUNC_OK;
+	req->peer_refused = true;
+	snprintf(req->refusal, sizeof(req->refusal),
+			 "destination address %s is not public and otp_link.allow_private_networks is off",
+			 desc);
+	return CURL_PREREQFUNC_ABORT;
+}
+
+/*
  * write_cb: CURLOPT_WRITEFUNCTION; keeps the first OTP_HTTP_BODY_CAP bytes
- * of the response body and discards the rest.
+ * of the response body and discards the rest.  Once more than
+ * OTP_MAX_RESPONSE bytes have come, it returns 0, which makes libcurl abort
+ * the transfer with CURLE_WRITE_ERROR: the status line has already been
+ * received and otp_http_collect() judges the answer by it.  (A chunked
+ * body has no length for CURLOPT_MAXFILESIZE_LARGE to check.)  Never
+ * allocates, never ERRORs.
  */
 static size_t
 write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -268,6 +355,9 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 		req->response_len += take;
 		req->response[req->response_len] = '\0';
 	}
+	req->body_bytes += n;
+	if (req->body_bytes > OTP_MAX_RESPONSE)
+		return 0;
 	return n;
 }
 
@@ -315,12 +405,31 @@ url_is_https(const char *url)
 }
 
 /*
+ * has_control: whether s contains a control character (a byte below 0x20,
+ * or 0x7f: CR and LF would end a header line and start another one, or a
+ * second request).  Never ERRORs.
+ */
+static bool
+has_control(const char *s)
+{
+	for (; *s != '\0'; s++)
+	{
+		unsigned char c = (unsigned char) *s;
+
+		if (c < 0x20 || c == 0x7f)
+			return true;
+	}
+	return false;
+}
+
+/*
  * otp_http_start: start one POST of req->body to req->url.
  *
  * On success the request is in flight and will come back from
  * otp_http_collect(); returns true.  When it cannot be sent at all (no URL,
- * plain http refused, libcurl failure) req->outcome and req->errbuf say why
- * and false is returned.  Allocates the easy handle and header list with
+ * a control character in the URL or a header value, plain http refused,
+ * libcurl failure) req->outcome and req->errbuf say why and false is
+ * returned.  Allocates the easy handle and header list with
  * malloc (libcurl); never ERRORs.
  */
 bool
@@ -340,12 +449,47 @@ otp_http_start(OtpHttpRequest *req)
 	req->response_len = 0;
 	req->connect_refused = false;
 	req->connect_allowed = false;
+	req->peer_refused = false;
+	req->body_bytes = 0;
 
 	if (req->url == NULL || req->url[0] == '\0')
 	{
 		req->outcome = OTP_HTTP_INVALID;
 		strlcpy(req->errbuf, "no destination url", sizeof(req->errbuf));
 		return false;
+	}
+	/* second line of defence: values are also checked when they are stored */
+	if (has_control(req->url))
+	{
+		req->outcome = OTP_HTTP_INVALID;
+		strlcpy(req->errbuf,
+				"the destination url contains control characters; the request was not sent",
+				sizeof(req->errbuf));
+		return false;
+	}
+	for (i = 0; i < req->nheaders; i++)
+	{
+		if (has_control(req->headers[i]))
+		{
+			/* name the header (a constant of worker.c), never its value */
+			int			namelen = (int) strcspn(req->headers[i], ":");
+			bool		clean = namelen <= 64;
+			int			j;
+
+			for (j = 0; clean && j < namelen; j++)
+				clean = !((unsigned char) req->headers[i][j] < 0x20 ||
+						  (unsigned char) req->headers[i][j] == 0x7f);
+			req->outcome = OTP_HTTP_INVALID;
+			if (clean)
+				snprintf(req->errbuf, sizeof(req->errbuf),
+						 "the %.*s header contains control characters; the request was not sent",
+						 namelen, req->headers[i]);
+			else
+				strlcpy(req->errbuf,
+						"a header contains control characters; the request was not sent",
+						sizeof(req->errbuf));
+			return false;
+		}
 	}
 	if (!url_is_https(req->url) &&
 		!(otp_link_allow_http && pg_strncasecmp(req->url, "http://", 7) == 0))
@@ -403,6 +547,8 @@ otp_http_start(OtpHttpRequest *req)
 												 otp_link_timeout_ms));
 	SETOPT(CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
 	SETOPT(CURLOPT_OPENSOCKETDATA, req);
+	SETOPT(CURLOPT_PREREQFUNCTION, prereq_cb);
+	SETOPT(CURLOPT_PREREQDATA, req);
 	SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
 	SETOPT(CURLOPT_WRITEDATA, req);
 	SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) OTP_MAX_RESPONSE);
@@ -540,12 +686,28 @@ otp_http_collect(void)
 
 		req->http_status = (int) code;
 		req->elapsed_us = GetCurrentTimestamp() - req->elapsed_us;
-		if (res == CURLE_OK ||
-			(code > 0 && (res == CURLE_WRITE_ERROR || res == CURLE_FILESIZE_EXCEEDED)))
+		if (req->peer_refused)
 		{
+			/* prereq_cb refused the connection's peer: nothing was sent */
+			req->http_status = 0;
+			req->outcome = OTP_HTTP_REFUSED;
+			strlcpy(req->errbuf, req->refusal, sizeof(req->errbuf));
+		}
+		else if (res == CURLE_OK ||
+				 (code > 0 && res == CURLE_FILESIZE_EXCEEDED) ||
+				 (code > 0 && res == CURLE_WRITE_ERROR &&
+				  req->body_bytes > OTP_MAX_RESPONSE))
+		{
+			/* an answer; a body cut off at OTP_MAX_RESPONSE still counts */
 			req->outcome = OTP_HTTP_RESPONSE;
+
+			/*
+			 * libcurl gives delay-seconds as parsed (an overflowing number
+			 * reads as 0, i.e. absent) or an HTTP-date minus now; clamp it
+			 * so that the caller can multiply it by 1000.
+			 */
 			if (curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
-				req->retry_after_s = (int64) ra;
+				req->retry_after_s = (int64) Min(ra, OTP_MAX_RETRY_AFTER_S);
 		}
 		else if (req->connect_refused && !req->connect_allowed)
 		{

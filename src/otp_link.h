@@ -129,6 +129,8 @@ typedef struct OtpHttpRequest
 	size_t		response_len;
 	bool		connect_refused;	/* an address was refused */
 	bool		connect_allowed;	/* an address was allowed */
+	bool		peer_refused;	/* the connection's peer was refused */
+	uint64		body_bytes;		/* response body bytes received */
 	void	   *easy;			/* CURL * */
 	void	   *slist;			/* struct curl_slist * */
 } OtpHttpRequest;

@@ -730,9 +730,15 @@ record_results(void)
 			{
 				TimestampTz at;
 
-				if (req->retry_after_s > 0 &&
-					req->retry_after_s * 1000 > delay)
-					delay = Min(req->retry_after_s * 1000, OTP_RETRY_AFTER_CAP_MS);
+				/* cap the seconds before multiplying: a huge value must not wrap */
+				if (req->retry_after_s > 0)
+				{
+					int64		ra_ms = Min(req->retry_after_s,
+											OTP_RETRY_AFTER_CAP_MS / 1000) * 1000;
+
+					if (ra_ms > delay)
+						delay = ra_ms;
+				}
 				at = TimestampTzPlusMilliseconds(now, delay);
 				status = "queued";
 				nexts[i] = TimestampTzGetDatum(at);

@@ -15,6 +15,10 @@
 #                        webhook-id, then 200
 #   /retry-after-date/<s>/...  the same with 503 and an HTTP-date
 #   /echo-auth/...       401 with the Authorization header in the body
+#   /endless/<code>/...  <code> with a chunked body that never ends (bounded
+#                        here: 20 s or 1 GiB, then the connection is closed)
+#   /huge/<code>/...     <code> announcing "Content-Length: 8 MiB", then
+#                        streaming it
 # Python standard library only.
 
 import argparse
@@ -46,6 +50,31 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def stream(self, code, length):
+        """Answer <code>, then a body of "x": chunked and endless when length
+        is None, else <length> bytes.  Stops when the client goes away."""
+        self.send_response(code)
+        if length is None:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+        chunk = b"x" * 65536
+        frame = (b"%x\r\n" % len(chunk)) + chunk + b"\r\n" if length is None else chunk
+        deadline = time.time() + 20
+        sent = 0
+        try:
+            while time.time() < deadline and sent < (length or 1 << 30):
+                self.wfile.write(frame)
+                sent += len(chunk)
+                if sent % (1 << 20) == 0:
+                    self.wfile.flush()
+                    time.sleep(0.005)
+            self.wfile.flush()
+        except OSError:
+            pass
+        self.close_connection = True
 
     def do_POST(self):
         n = int(self.headers.get("Content-Length") or 0)
@@ -83,6 +112,10 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(503, b"later", {"Retry-After": when})
             else:
                 self.reply(200, b"ok")
+        elif kind == "endless":
+            self.stream(int(parts[1]), None)
+        elif kind == "huge":
+            self.stream(int(parts[1]), 8 * 1024 * 1024)
         elif kind == "echo-auth":
             self.reply(401, ("bad token " + (self.headers.get("Authorization") or "")).encode())
         else:
