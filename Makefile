@@ -24,7 +24,7 @@ REGRESS_OPTS = --temp-config=$(srcdir)/test/otp_link.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress \
 	--inputdir=$(srcdir)
 
-ISOLATION = concurrent_generate consume_race message_id_race expire_concurrent instance_update rate_limit unknown_code_burst
+ISOLATION = concurrent_generate consume_race message_id_race expire_concurrent instance_update rate_limit unknown_code_burst limits_race
 ISOLATION_OPTS = --temp-config=$(srcdir)/test/otp_link.conf \
 	--temp-instance=$(CURDIR)/tmp_check_iso \
 	--inputdir=$(srcdir)
