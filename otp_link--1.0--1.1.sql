@@ -48,3 +48,151 @@ $check$;
  */
 ALTER TABLE otp_link.senders ADD COLUMN window_s integer NOT NULL DEFAULT 0;
 COMMENT ON COLUMN otp_link.senders.window_s IS 'The longest unknown_code_window (seconds) of the instances guessed at since window_start: a count only restarts after it';
+
+/*
+ * Held replies: a lease and an acknowledgement (otp_link_replies_lease,
+ * otp_link_replies_ack); otp_link_replies_take refuses a max_replies outside
+ * 1..1000 instead of reading NULL as 1000 and 0 as nothing, and skips
+ * replies under a lease.
+ */
+CREATE FUNCTION otp_link.otp_link_replies_check(max_replies integer)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF max_replies IS NULL OR max_replies < 1 OR max_replies > 1000 THEN
+		RAISE EXCEPTION 'max_replies must be between 1 and 1000'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = pg_catalog.format('It was %s.', coalesce(max_replies::text, 'NULL')),
+				  HINT = 'Take at most 1000 replies per call; call again for more.';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_replies_check(integer) IS
+'Raises 22023 unless max_replies is between 1 and 1000 (used by the replies functions)';
+
+CREATE FUNCTION otp_link.otp_link_replies_json(ids bigint[])
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT jsonb_build_object('replies', coalesce(jsonb_agg(jsonb_build_object(
+			   'id', d.id, 'instance', d.instance_id, 'link', d.link_id, 'event', d.event,
+			   'to', d.payload->>'to', 'chat_id', (d.payload->>'to') || '@c.us',
+			   'body', d.payload->>'body',
+			   'created_at', to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'))
+			   ORDER BY d.id), '[]'::jsonb))
+	  FROM otp_link.deliveries d
+	 WHERE d.id = ANY (ids)
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_replies_json(bigint[]) IS
+'The replies with these delivery ids, as otp_link_replies_take and otp_link_replies_lease return them';
+
+DROP FUNCTION otp_link.otp_link_replies_take(uuid, integer);
+CREATE FUNCTION otp_link.otp_link_replies_take(instance uuid DEFAULT NULL,
+											   max_replies integer DEFAULT 100)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	taken bigint[];
+BEGIN
+	PERFORM otp_link.otp_link_replies_check(max_replies);
+	WITH t AS (
+		SELECT d.id FROM otp_link.deliveries d
+		 WHERE d.status = 'held' AND d.kind = 'reply'
+		   AND (otp_link_replies_take.instance IS NULL OR d.instance_id = otp_link_replies_take.instance)
+		   AND (d.locked_until IS NULL OR d.locked_until <= now())
+		 ORDER BY d.id LIMIT max_replies
+		   FOR UPDATE SKIP LOCKED),
+	done AS (
+		UPDATE otp_link.deliveries d
+		   SET status = 'delivered', delivered_at = now(), updated_at = now(), locked_until = NULL,
+			   attempts = d.attempts + 1, last_error = 'taken by the application'
+		  FROM t WHERE d.id = t.id
+		RETURNING d.id)
+	SELECT coalesce(array_agg(id), '{}') INTO taken FROM done;
+	RETURN otp_link.otp_link_replies_json(taken);
+END
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_replies_take(uuid, integer) IS
+'Takes up to max_replies held replies (for instances without a reply endpoint) for the application to send; they become delivered at once (see otp_link_replies_lease for a lease and an acknowledgement)';
+
+CREATE FUNCTION otp_link.otp_link_replies_lease(instance uuid DEFAULT NULL,
+												max_replies integer DEFAULT 100,
+												lease interval DEFAULT '60 seconds')
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	leased bigint[];
+BEGIN
+	PERFORM otp_link.otp_link_replies_check(max_replies);
+	IF lease IS NULL OR lease < interval '1 second' OR lease > interval '1 day' THEN
+		RAISE EXCEPTION 'lease must be between 1 second and 1 day'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give the time your application needs to send a reply, e.g. ''60 seconds''.';
+	END IF;
+	WITH t AS (
+		SELECT d.id FROM otp_link.deliveries d
+		 WHERE d.status = 'held' AND d.kind = 'reply'
+		   AND (otp_link_replies_lease.instance IS NULL OR d.instance_id = otp_link_replies_lease.instance)
+		   AND (d.locked_until IS NULL OR d.locked_until <= now())
+		 ORDER BY d.id LIMIT max_replies
+		   FOR UPDATE SKIP LOCKED),
+	l AS (
+		UPDATE otp_link.deliveries d
+		   SET locked_until = now() + lease, updated_at = now(), attempts = d.attempts + 1
+		  FROM t WHERE d.id = t.id
+		RETURNING d.id)
+	SELECT coalesce(array_agg(id), '{}') INTO leased FROM l;
+	RETURN otp_link.otp_link_replies_json(leased)
+		   || jsonb_build_object('lease_expires_at',
+								 to_char((now() + lease) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'));
+END
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_replies_lease(uuid, integer, interval) IS
+'Leases up to max_replies held replies for the application to send; confirm or release them with otp_link_replies_ack, else they are leased again when the lease runs out';
+
+CREATE FUNCTION otp_link.otp_link_replies_ack(ids bigint[], sent boolean DEFAULT true)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	done bigint[];
+BEGIN
+	IF ids IS NULL OR sent IS NULL THEN
+		RAISE EXCEPTION 'ids and sent must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass the ids otp_link_replies_lease returned.';
+	END IF;
+	WITH a AS (
+		UPDATE otp_link.deliveries d
+		   SET status = CASE WHEN sent THEN 'delivered' ELSE 'held' END,
+			   delivered_at = CASE WHEN sent THEN now() END,
+			   locked_until = NULL, updated_at = now(),
+			   last_error = CASE WHEN sent THEN 'sent by the application'
+								 ELSE 'released by the application' END
+		 WHERE d.id = ANY (ids) AND d.status = 'held' AND d.kind = 'reply'
+		   AND d.locked_until IS NOT NULL
+		RETURNING d.id)
+	SELECT coalesce(array_agg(id ORDER BY id), '{}') INTO done FROM a;
+	RETURN jsonb_build_object(CASE WHEN sent THEN 'delivered' ELSE 'released' END, to_jsonb(done));
+END
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_replies_ack(bigint[], boolean) IS
+'Confirms (sent) or releases (not sent) replies leased by otp_link_replies_lease; returns the ids it changed';
+
+REVOKE ALL ON FUNCTION otp_link.otp_link_replies_check(integer),
+	otp_link.otp_link_replies_json(bigint[]),
+	otp_link.otp_link_replies_take(uuid, integer),
+	otp_link.otp_link_replies_lease(uuid, integer, interval),
+	otp_link.otp_link_replies_ack(bigint[], boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_replies_take(uuid, integer),
+	otp_link.otp_link_replies_lease(uuid, integer, interval),
+	otp_link.otp_link_replies_ack(bigint[], boolean)
+	TO otp_link_app, otp_link_admin;
