@@ -112,4 +112,48 @@ SELECT otp_link.otp_link_generate(:'lim', rate_key => 'ip:203.0.113.6') IS NOT N
 
 -- a rate-limited call writes nothing either
 SELECT count(*) AS links_of_limited_instance FROM otp_link.links WHERE instance_id = :'lim';
+
+--
+-- National numbers (issue 13): WhatsApp numbers are E.164 without '+'.
+-- "00" in front and a "(0)" trunk prefix after the country code are
+-- converted; any other leading 0 is refused with a hint.
+--
+SELECT otp_link.otp_link_whatsapp_url('00201553730661', 'Hi', 'ABCDEFGH') AS double_zero,
+       otp_link.otp_link_whatsapp_url('+20 (0) 155 373 0661', 'Hi', 'ABCDEFGH') AS trunk_zero;
+SELECT pg_temp.err($$SELECT otp_link.otp_link_whatsapp_url('0155 373 0661', 'Hi', 'ABCDEFGH')$$);
+SELECT pg_temp.err($$SELECT otp_link.otp_link_instance_create('01553730661')$$);
+SELECT pg_temp.err($$SELECT otp_link.otp_link_instance_create('+0201553730661')$$);
+SELECT pg_temp.err($$SELECT otp_link.otp_link_consume_message('0155 373 0661', '[ABCDEFGH]')$$);
+
+--
+-- Instance texts are checked with generate's rules when the instance is
+-- made (issue 13): {link} only in the success text.
+--
+SELECT pg_temp.err($$SELECT otp_link.otp_link_instance_create('201553730699', 'T',
+       '{"messages": {"prompt": "Open {link}"}}')$$);
+SELECT pg_temp.err($$SELECT otp_link.otp_link_instance_create('201553730699', 'T',
+       '{"messages": {"failed": "Try {link}"}}')$$);
+SELECT pg_temp.err($$SELECT otp_link.otp_link_instance_update(
+       (SELECT id FROM otp_link.instances LIMIT 1), options => '{"messages": {"expired": "See {link}"}}')$$);
+-- a success text with {link} is fine without link_url: generate may pass one
+SELECT otp_link.otp_link_instance_create('201553730699', 'T',
+       '{"messages": {"success": "Open {link}"}}') ? 'uuid' AS created;
+
+
+--
+-- options.limits have the settings' bounds (issue 13): counts up to
+-- 1000000, windows and durations up to 7 days; values stored by 1.0 above
+-- them count as the maximum instead of failing every call.
+--
+SELECT pg_temp.err($$SELECT otp_link.otp_link_instance_create('201553730698', NULL,
+       '{"limits": {"generate_window": 604801}}')$$);
+SELECT pg_temp.err($$SELECT otp_link.otp_link_instance_create('201553730698', NULL,
+       '{"limits": {"unknown_code_limit": 1000001}}')$$);
+SELECT otp_link.otp_link_instance_create('201553730698', NULL,
+       '{"limits": {"generate_window": 604800, "generate_limit": 1000000}}') ? 'uuid' AS at_the_bounds;
+UPDATE otp_link.instances SET options = '{"limits": {"generate_window": 2147483647, "generate_limit": 2147483647}}'
+ WHERE phone = '201553730698';
+SELECT otp_link.otp_link_generate(id, rate_key => 'k') ? 'uuid' AS stored_by_1_0_still_works
+  FROM otp_link.instances WHERE phone = '201553730698';
+
 DROP EXTENSION otp_link;

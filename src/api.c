@@ -66,6 +66,10 @@ static const char *const limit_keys[] = {"generate_limit", "generate_window",
 };
 static const char *const reply_keys[] = {"type", "url", "token", NULL};
 
+static void check_texts(const char *prompt, const char *const *texts,
+						const char *link_url, const char *name,
+						bool link_url_may_come);
+
 /* ----------------------------------------------------------------
  * Helpers shared with consume.c
  * ----------------------------------------------------------------
@@ -350,14 +354,50 @@ otp_jsonb_get_object(Jsonb *j, const char *key, const char *what)
 }
 
 /*
+ * limit_max: the largest value of options.limits.<key>, the same as the
+ * setting of that name allows: 7 days for windows and durations (seconds),
+ * 1000000 for counts.
+ */
+static int
+limit_max(const char *key)
+{
+	if (strstr(key, "_window") || strcmp(key, "block_duration") == 0)
+		return OTP_MAX_LIMIT_SECONDS;
+	return OTP_MAX_LIMIT_COUNT;
+}
+
+/*
+ * otp_jsonb_get_int_clamped: like otp_jsonb_get_int, for options stored
+ * before 1.1 checked the bounds: a value above limit_max(key) counts as
+ * that maximum, a value that is not a number as absent.  Never ERRORs on
+ * what version 1.0 accepted.
+ */
+static int
+otp_jsonb_get_int_clamped(Jsonb *j, const char *key, int dflt)
+{
+	JsonbValue *v;
+	int64		n;
+
+	if (j == NULL || !JB_ROOT_IS_OBJECT(j))
+		return dflt;
+	v = getKeyJsonValueFromContainer(&j->root, key, strlen(key), NULL);
+	if (v == NULL || v->type != jbvNumeric)
+		return dflt;
+	n = DatumGetInt64(DirectFunctionCall1(numeric_int8,
+										  NumericGetDatum(v->val.numeric)));
+	return (int) Max(1, Min(n, (int64) limit_max(key)));
+}
+
+/*
  * otp_jsonb_get_int: integer value of key in j, or dflt when absent.
- * ERROR (22023) when present but not a positive integer.
+ * ERROR (22023) when present but not an integer from 1 to limit_max(key).
  */
 int
 otp_jsonb_get_int(Jsonb *j, const char *key, int dflt)
 {
 	JsonbValue *v;
 	int64		n;
+	int			max = limit_max(key);
 
 	if (j == NULL || !JB_ROOT_IS_OBJECT(j))
 		return dflt;
@@ -371,11 +411,11 @@ otp_jsonb_get_int(Jsonb *j, const char *key, int dflt)
 				 errhint("Write it as a JSON number, e.g. {\"%s\": 10}.", key)));
 	n = DatumGetInt64(DirectFunctionCall1(numeric_int8,
 										  NumericGetDatum(v->val.numeric)));
-	if (n < 1 || n > INT_MAX)
+	if (n < 1 || n > max)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("limits.%s must be between 1 and %d", key, INT_MAX),
-				 errhint("Durations are in seconds; counts are per window.")));
+				 errmsg("limits.%s must be between 1 and %d", key, max),
+				 errhint("Durations are in seconds, at most 7 days, as the settings allow; counts are per window, at most 1000000.")));
 	return (int) n;
 }
 
@@ -513,11 +553,19 @@ otp_normalize_phone_or_error(const char *input, const char *what)
 {
 	char		digits[16];
 
+	const char *p = input;
+
+	while (*p == ' ' || *p == '(')
+		p++;
 	if (!otp_normalize_phone(input, digits, sizeof(digits)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: \"%s\"", what, input),
-				 errdetail("A phone number has 8 to 15 digits after removing '+', spaces, dashes, dots, parentheses and an @c.us suffix."),
+				 *p == '0' ?
+				 errdetail("A number starting with 0 is a national number; WhatsApp numbers start with the country code.") :
+				 errdetail("A phone number has 8 to 15 digits, not starting with 0, after removing '+', spaces, dashes, dots, parentheses and an @c.us suffix."),
+				 *p == '0' ?
+				 errhint("Write it with the country code instead of the leading 0, e.g. +20 155 373 0661 for 0155 373 0661.") :
 				 errhint("Write it in international format, e.g. +20 155 373 0661.")));
 	return pstrdup(digits);
 }
@@ -587,10 +635,16 @@ check_options(Jsonb *options)
 	messages = otp_jsonb_get_object(options, "messages", "options");
 	if (messages)
 	{
+		const char *texts[3];
+
 		check_object_keys(messages, "options.messages", message_keys, true);
 		for (i = 0; message_keys[i]; i++)
 			check_text_len(otp_jsonb_get_text(messages, message_keys[i]),
 						   OTP_MAX_TEXT_CHARS, "message text");
+		for (i = 0; i < 3; i++)
+			texts[i] = otp_jsonb_get_text(messages, message_keys[i + 1]);
+		check_texts(otp_jsonb_get_text(messages, "prompt"), texts,
+					otp_jsonb_get_text(options, "link_url"), NULL, true);
 	}
 	callback = otp_jsonb_get_object(options, "callback", "options");
 	if (callback)
@@ -650,11 +704,13 @@ int
 otp_instance_limit(Jsonb *options, const char *key, int dflt)
 {
 	Jsonb	   *limits;
+	int			n;
 
 	if (options == NULL)
 		return dflt;
 	limits = otp_jsonb_get_object(options, "limits", "options");
-	return otp_jsonb_get_int(limits, key, dflt);
+	n = otp_jsonb_get_int_clamped(limits, key, dflt);
+	return n;
 }
 
 /* ----------------------------------------------------------------
@@ -784,6 +840,61 @@ rendered_chars(const char *tmpl, const char *name, int link_len)
 	otp_render_template(&buf, tmpl, fake_link, name, "AAAAAAAA");
 	return pg_mbstrlen(buf.data);
 }
+
+/*
+ * check_texts: ERROR unless a link's texts can be sent (22023, 22001):
+ * {link} only in the success text, and there only with a link URL (unless
+ * link_url_may_come: an instance's options, where generate may still pass
+ * one); every text within WhatsApp's limit once rendered with name and the
+ * longest link; the prompt leaves room for the code and its warning.
+ * prompt and texts[0..2] (success, failed, expired) may be NULL: not given.
+ * Shared by otp_link_generate and the instance options' check, so that an
+ * instance whose texts no generate could use is refused when it is made.
+ */
+static void
+check_texts(const char *prompt, const char *const *texts, const char *link_url,
+			const char *name, bool link_url_may_come)
+{
+	int			link_len = link_url ? (int) strlen(link_url) + 36 : 0;
+	int			i;
+
+	if (prompt && otp_template_has(prompt, "{link}"))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the prompt cannot contain {link}"),
+				 errdetail("The login link exists only once the code is verified."),
+				 errhint("Use {link} in the success text.")));
+	for (i = 1; i < 3; i++)
+		if (texts[i] && otp_template_has(texts[i], "{link}"))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("message.%s cannot contain {link}", message_keys[i + 1]),
+					 errdetail("A login link is issued only when the code is verified."),
+					 errhint("Use {link} in the success text only.")));
+	if (link_url == NULL && !link_url_may_come &&
+		texts[0] && otp_template_has(texts[0], "{link}"))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("message text uses {link} but no link URL is known"),
+				 errhint("Pass link_url (e.g. https://app.example/login?token={token}) or set link_url in the instance's options.")));
+	for (i = 0; i < 3; i++)
+		if (texts[i] && rendered_chars(texts[i], name, link_len) > OTP_MAX_TEXT_CHARS)
+			ereport(ERROR,
+					(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+					 errmsg("message.%s is longer than %d characters once rendered",
+							message_keys[i + 1], OTP_MAX_TEXT_CHARS),
+					 errhint("WhatsApp accepts text messages of at most %d characters.",
+							 OTP_MAX_TEXT_CHARS)));
+	/* the prompt plus " [XXXXXXXX] - DO NOT CHANGE THIS MESSAGE" */
+	if (prompt && rendered_chars(prompt, name, 0) + 40 > OTP_MAX_TEXT_CHARS)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("message.prompt is longer than %d characters once rendered",
+						OTP_MAX_TEXT_CHARS - 40),
+				 errhint("WhatsApp accepts text messages of at most %d characters, and the code and its warning take 40.",
+						 OTP_MAX_TEXT_CHARS)));
+}
+
 
 /*
  * check_rate_limit: ERROR PT429 when (instance, rate_key) already has
@@ -1142,45 +1253,7 @@ otp_link_generate(PG_FUNCTION_ARGS)
 							"Login failed, please try again later.");
 	texts[2] = resolve_text(message, inst_messages, "expired",
 							"The link has expired, please ask for a new one.");
-	if (otp_template_has(prompt, "{link}"))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the prompt cannot contain {link}"),
-				 errdetail("The login link exists only once the code is verified."),
-				 errhint("Use {link} in the success text.")));
-	for (i = 1; i < 3; i++)
-		if (otp_template_has(texts[i], "{link}"))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("message.%s cannot contain {link}", message_keys[i + 1]),
-					 errdetail("A login link is issued only when the code is verified."),
-					 errhint("Use {link} in the success text only.")));
-	if (link_url == NULL)
-	{
-		for (i = 0; i < 1; i++)
-			if (otp_template_has(texts[i], "{link}"))
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("message text uses {link} but no link URL is known"),
-						 errhint("Pass link_url (e.g. https://app.example/login?token={token}) or set link_url in the instance's options.")));
-	}
-	for (i = 0; i < 3; i++)
-		if (rendered_chars(texts[i], name,
-						   link_url ? (int) strlen(link_url) + 36 : 0) > OTP_MAX_TEXT_CHARS)
-			ereport(ERROR,
-					(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
-					 errmsg("message.%s is longer than %d characters once rendered",
-							message_keys[i + 1], OTP_MAX_TEXT_CHARS),
-					 errhint("WhatsApp accepts text messages of at most %d characters.",
-							 OTP_MAX_TEXT_CHARS)));
-	/* the prompt plus " [XXXXXXXX] - DO NOT CHANGE THIS MESSAGE" */
-	if (rendered_chars(prompt, name, 0) + 40 > OTP_MAX_TEXT_CHARS)
-		ereport(ERROR,
-				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
-				 errmsg("message.prompt is longer than %d characters once rendered",
-						OTP_MAX_TEXT_CHARS - 40),
-				 errhint("WhatsApp accepts text messages of at most %d characters, and the code and its warning take 40.",
-						 OTP_MAX_TEXT_CHARS)));
+	check_texts(prompt, texts, link_url, name, false);
 
 	/* ---- callbacks ---- */
 	otp_jb_begin(&jb);

@@ -110,24 +110,24 @@ _PG_init(void)
 	DefineCustomIntVariable("otp_link.unknown_code_limit",
 							"Unknown codes a sender may send per window before being blocked.",
 							"An instance's options.limits.unknown_code_limit overrides it.",
-							&otp_link_unknown_code_limit, 10, 1, 1000000,
+							&otp_link_unknown_code_limit, 10, 1, OTP_MAX_LIMIT_COUNT,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("otp_link.unknown_code_window",
 							"Window in which unknown codes per sender are counted.",
-							NULL, &otp_link_unknown_code_window_s, 900, 1, 86400 * 7,
+							NULL, &otp_link_unknown_code_window_s, 900, 1, OTP_MAX_LIMIT_SECONDS,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("otp_link.block_duration",
 							"How long a sender that hit the unknown-code limit stays blocked.",
-							NULL, &otp_link_block_duration_s, 900, 1, 86400 * 7,
+							NULL, &otp_link_block_duration_s, 900, 1, OTP_MAX_LIMIT_SECONDS,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("otp_link.generate_limit",
 							"Links generated per (instance, rate_key) per window.",
 							"An instance's options.limits.generate_limit overrides it.",
-							&otp_link_generate_limit, 10, 1, 1000000,
+							&otp_link_generate_limit, 10, 1, OTP_MAX_LIMIT_COUNT,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("otp_link.generate_window",
 							"Window in which links per (instance, rate_key) are counted.",
-							NULL, &otp_link_generate_window_s, 900, 1, 86400 * 7,
+							NULL, &otp_link_generate_window_s, 900, 1, OTP_MAX_LIMIT_SECONDS,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 
 	otp_code_define_gucs();

@@ -32,6 +32,9 @@
 #define OTP_MAX_TEXT_CHARS		4096	/* WhatsApp's limit on a text message */
 #define OTP_MAX_NAME_CHARS		256
 #define OTP_MAX_URL_LEN			2048
+/* the largest limits, in settings and in an instance's options.limits */
+#define OTP_MAX_LIMIT_COUNT		1000000
+#define OTP_MAX_LIMIT_SECONDS	(86400 * 7)
 #define OTP_MAX_HEADER_VALUE	4096	/* bytes of a token sent in a header */
 #define OTP_MAX_KEY_LEN			256		/* rate_key, binding, message_id */
 

@@ -82,15 +82,23 @@ otp_whatsapp_url(const char *phone_digits, const char *prompt,
 /*
  * otp_normalize_phone: turn "201234567890@c.us", "+20 123 456-7890",
  * "(20) 123.456.7890" or plain digits into 8-15 digits in dst (dstlen >=
- * 16).  Separators allowed: space, '-', '.', '(', ')' and one leading '+'.
- * Returns false for anything else.
+ * 16): a WhatsApp number, which is E.164 without the '+'.  Separators
+ * allowed: space, '-', '.', '(', ')' and one leading '+'.  Two national
+ * spellings are converted: the international call prefix "00" in front
+ * (without a '+') is dropped, and so is a trunk prefix written "(0)" after
+ * the country code ("+20 (0) 155 ...").  Any other number starting with 0
+ * is a national number and refused, like anything else malformed: returns
+ * false.  Never allocates, never ERRORs.
  */
 bool
 otp_normalize_phone(const char *input, char *dst, size_t dstlen)
 {
 	const char *p = input;
 	const char *end = input + strlen(input);
+	char		digits[18];
 	size_t		n = 0;
+	size_t		skip = 0;
+	bool		plus = false;
 
 	Assert(dstlen >= 16);
 
@@ -103,21 +111,31 @@ otp_normalize_phone(const char *input, char *dst, size_t dstlen)
 	while (p < end && *p == ' ')
 		p++;
 	if (p < end && *p == '+')
+	{
+		plus = true;
 		p++;
+	}
 	for (; p < end; p++)
 	{
 		if (*p >= '0' && *p <= '9')
 		{
-			if (n >= 15)
+			if (n >= sizeof(digits) - 1)
 				return false;
-			dst[n++] = *p;
+			digits[n++] = *p;
 		}
+		else if (*p == '(' && n > 0 && end - p >= 3 && p[1] == '0' && p[2] == ')')
+			p += 2;				/* "(0)": a trunk prefix after the country code */
 		else if (*p != ' ' && *p != '-' && *p != '.' && *p != '(' && *p != ')')
 			return false;
 	}
-	dst[n] = '\0';
+	digits[n] = '\0';
+	if (!plus && n > 2 && digits[0] == '0' && digits[1] == '0')
+		skip = 2;				/* "00": the international call prefix */
+	if (n - skip < 8 || n - skip > 15 || digits[skip] == '0')
+		return false;
+	memcpy(dst, digits + skip, n - skip + 1);
 	(void) dstlen;
-	return n >= 8;
+	return true;
 }
 
 /*
