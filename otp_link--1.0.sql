@@ -3,6 +3,63 @@
 \echo Use "CREATE EXTENSION otp_link" to load this file. \quit
 
 /*
+ * (Added in 1.1 to this released script: it changes no object, only
+ * refuses to install where 1.1 refuses too.)
+ *
+ * The schema must be safe to resolve our own objects through.  CREATE
+ * EXTENSION adopts a schema named otp_link that already exists, and every
+ * SECURITY DEFINER function (and the worker, as a superuser) uses the
+ * objects it finds under that name: a role that owns the schema could
+ * rename it and put look-alike tables with triggers in its place, and a
+ * role with CREATE on it could add objects.  So the schema must be owned by
+ * a superuser, and no other role than superusers may create in it.
+ */
+DO $check$
+DECLARE
+	bad text;
+BEGIN
+	SELECT pg_catalog.format('is owned by role %I, which is not a superuser', r.rolname)
+	  INTO bad
+	  FROM pg_catalog.pg_namespace n
+	  JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+	 WHERE n.nspname = 'otp_link' AND NOT r.rolsuper;
+	IF bad IS NULL THEN
+		SELECT pg_catalog.format('grants CREATE to %s',
+								 CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+									  ELSE pg_catalog.quote_ident(r.rolname) END)
+		  INTO bad
+		  FROM pg_catalog.pg_namespace n
+		 CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a
+		  LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+		 WHERE n.nspname = 'otp_link' AND a.privilege_type = 'CREATE'
+		   AND NOT coalesce(r.rolsuper, false)
+		 LIMIT 1;
+	END IF;
+	IF bad IS NOT NULL THEN
+		RAISE EXCEPTION 'schema "otp_link" %', bad
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'otp_link''s functions run with their owner''s rights and use the objects in schema otp_link, so a role that owns it or can create objects in it could run code as a superuser.',
+				  HINT = 'Check what the schema holds, then drop it or give it to a superuser (ALTER SCHEMA otp_link OWNER TO postgres) and revoke CREATE on it from other roles.';
+	END IF;
+END
+$check$;
+
+/* a schema that existed before CREATE EXTENSION must also be empty */
+DO $empty$
+BEGIN
+	IF EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE relnamespace = 'otp_link'::pg_catalog.regnamespace)
+	   OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE pronamespace = 'otp_link'::pg_catalog.regnamespace)
+	   OR EXISTS (SELECT 1 FROM pg_catalog.pg_type WHERE typnamespace = 'otp_link'::pg_catalog.regnamespace)
+	   OR EXISTS (SELECT 1 FROM pg_catalog.pg_operator WHERE oprnamespace = 'otp_link'::pg_catalog.regnamespace)
+	THEN
+		RAISE EXCEPTION 'schema "otp_link" already holds objects'
+			USING ERRCODE = 'duplicate_schema',
+				  HINT = 'Install otp_link into a new schema: move or drop what schema otp_link holds first.';
+	END IF;
+END
+$empty$;
+
+/*
  * Roles.  Roles are cluster-wide objects, so they are created only when they
  * do not exist yet (a second database may already have them) and they are not
  * members of the extension: DROP EXTENSION leaves them for the DBA to drop.

@@ -83,6 +83,20 @@ SELECT otp_link.otp_link_consume_message('447700900301', '[NOSUCHAE]', 'wamid.a5
 SELECT unknown_codes, window_s FROM otp_link.senders WHERE chat_id = '447700900301@c.us';
 
 --
+-- 2. (second review) A link made late in a long transaction counts from
+-- when it was made: 1.0 stamped it with the transaction's start, so it fell
+-- out of the rate window early and the limit let more links through.
+--
+SELECT otp_link.otp_link_instance_create('201553730664', 'L',
+       '{"limits": {"generate_limit": 1, "generate_window": 2}}')->>'uuid' AS lim \gset
+BEGIN;
+SELECT pg_sleep(2.2);
+SELECT otp_link.otp_link_generate(:'lim', rate_key => 'old-tx') ? 'uuid' AS made_late_in_old_tx;
+COMMIT;
+SELECT pg_temp.err(format($$SELECT otp_link.otp_link_generate(%L, rate_key => 'old-tx')$$, :'lim'));
+SELECT count(*) AS links_for_key FROM otp_link.links WHERE rate_key = 'old-tx';
+
+--
 -- 6. An empty message id is no id: two senders' messages with '' are both
 -- decided, neither is a duplicate of the other.
 --
@@ -105,6 +119,12 @@ CREATE TABLE inbox (chat_id text, body text, message_id text);
 CREATE TRIGGER consume AFTER INSERT ON inbox
     FOR EACH ROW EXECUTE FUNCTION otp_link.otp_link_consume_trigger('chat_id', 'body', 'message_id');
 INSERT INTO inbox VALUES ('447700900313', '[EMPTYIDC]', ''), ('447700900314', '[EMPTYIDD]', '');
+-- (second review) an over-long message id is skipped in the trigger and the
+-- webhook instead of failing the whole batch, which the provider would retry
+-- for ever; a direct call still gets the error
+INSERT INTO inbox VALUES ('447700900316', '[NOSUCHXX]', repeat('x', 300)), ('447700900317', 'hello', 'wamid.ok');
+SELECT count(*) AS inbox_rows FROM inbox;
+SELECT pg_temp.err($$SELECT otp_link.otp_link_consume_message('447700900316', '[NOSUCHXX]', repeat('x', 300))$$);
 SELECT w->'results'->0->>'outcome' AS webhook_outcome
   FROM otp_link.otp_link_consume_webhook(jsonb_build_object('object', 'whatsapp_business_account',
        'entry', jsonb_build_array(jsonb_build_object('changes', jsonb_build_array(jsonb_build_object(

@@ -27,12 +27,16 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "storage/bufmgr.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/hsearch.h"
@@ -41,6 +45,7 @@
 #include "utils/jsonb.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/uuid.h"
 
 #include "otp_link.h"
@@ -116,6 +121,39 @@ otp_prepare_opts(SPIPlanPtr *plan, const char *query, int nargs, Oid *argtypes,
 }
 
 /*
+ * otp_check_schema: ERROR (42501) unless schema otp_link is owned by a
+ * superuser.  Our SECURITY DEFINER functions reach their tables through
+ * that name; had a schema that another role made first been adopted by an
+ * install older than 1.1, that role could rename it and put look-alike
+ * tables with triggers in its place, which would run as the owner of these
+ * functions.  Syscache lookups only (called on every SQL call that touches
+ * the tables, through otp_spi_connect and the instance read).
+ */
+void
+otp_check_schema(void)
+{
+	Oid			nsp = get_namespace_oid("otp_link", true);
+	Oid			owner = InvalidOid;
+	HeapTuple	tup;
+
+	if (OidIsValid(nsp))
+	{
+		tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nsp));
+		if (HeapTupleIsValid(tup))
+		{
+			owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+			ReleaseSysCache(tup);
+		}
+	}
+	if (!OidIsValid(owner) || !superuser_arg(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("schema \"otp_link\" is not owned by a superuser"),
+				 errdetail("otp_link's functions run with their owner's rights and use the objects in that schema."),
+				 errhint("A superuser should check what the schema holds, then ALTER SCHEMA otp_link OWNER TO postgres and ALTER EXTENSION otp_link UPDATE.")));
+}
+
+/*
  * otp_spi_connect: SPI_connect, then switch back to the caller's memory
  * context, so that what the caller pallocs (and otp_spi_text returns)
  * survives SPI_finish.  SPI runs its queries in contexts of its own.
@@ -124,6 +162,8 @@ void
 otp_spi_connect(void)
 {
 	MemoryContext caller = CurrentMemoryContext;
+
+	otp_check_schema();
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -167,26 +207,27 @@ otp_spi_execute_latest(SPIPlanPtr plan, Datum *values, const char *nulls,
 }
 
 /*
- * otp_advisory_lock: a transaction-level advisory lock on the 64-bit hash
- * of (key1, key2) in the key space named by seed, so that callers counting
- * the same thing wait for each other.  Can ERROR (deadlock, lock_timeout,
- * statement cancel).
+ * otp_advisory_lock: a transaction-level lock on (key1, key2) in the key
+ * space named by space, so that callers counting the same thing wait for
+ * each other.  It is an advisory lock tag, but with a fourth field (space)
+ * that pg_advisory_lock() and its kin never use (they use 1 and 2): no
+ * role can take or hold these locks from SQL to stall otp_link.  Visible
+ * in pg_locks as locktype advisory, objsubid = space.  Can ERROR
+ * (deadlock, lock_timeout, statement cancel).
  */
 void
-otp_advisory_lock(const char *key1, const char *key2, int64 seed)
+otp_advisory_lock(const char *key1, const char *key2, uint16 space)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			types[3] = {TEXTOID, TEXTOID, INT8OID};
-	Datum		values[3];
+	StringInfoData buf;
+	uint64		h;
+	LOCKTAG		tag;
 
-	values[0] = CStringGetTextDatum(key1);
-	values[1] = CStringGetTextDatum(key2 ? key2 : "");
-	values[2] = Int64GetDatum(seed);
-	otp_prepare(&plan,
-				"SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, $3))",
-				3, types);
-	if (otp_spi_execute(plan, values, NULL, 1) != SPI_OK_SELECT)
-		elog(ERROR, "advisory lock query failed");
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "%s/%s", key1, key2 ? key2 : "");
+	h = hash_bytes_extended((const unsigned char *) buf.data, buf.len, space);
+	pfree(buf.data);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h, space);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
 /*
@@ -901,7 +942,10 @@ check_texts(const char *prompt, const char *const *texts, const char *link_url,
  * limit links within window seconds.  First takes a transaction-level
  * advisory lock on the pair, then counts in a separate statement under the
  * latest snapshot: a caller that waited for the lock counts the link its
- * predecessor committed, whatever the isolation level.
+ * predecessor committed, whatever the isolation level.  Links are stamped
+ * and counted with the statement's time, not the transaction's: a link made
+ * late in an old transaction must not look older than it is and fall out
+ * of the window early.
  */
 static void
 check_rate_limit(Datum instance, const char *rate_key, Jsonb *inst_options)
@@ -923,7 +967,7 @@ check_rate_limit(Datum instance, const char *rate_key, Jsonb *inst_options)
 	values[2] = Int32GetDatum(window);
 	otp_prepare(&plan,
 				"SELECT count(*) FROM otp_link.links WHERE instance_id = $1 AND rate_key = $2 "
-				"AND created_at > now() - make_interval(secs => $3)",
+				"AND created_at > statement_timestamp() - make_interval(secs => $3)",
 				3, types);
 	if (otp_spi_execute_latest(plan, values, NULL, 1) != SPI_OK_SELECT)
 		elog(ERROR, "rate limit query failed");
@@ -1010,6 +1054,7 @@ otp_instance_lookup(Datum id, char **phone, char **name, Jsonb **options)
 	bool		found = false;
 
 	/* name lookup and lock together, as a SELECT's: no race with DDL */
+	otp_check_schema();
 	relid = RangeVarGetRelid(makeRangeVar("otp_link", "instances", -1),
 							 AccessShareLock, true);
 	if (!OidIsValid(relid))
@@ -1297,7 +1342,7 @@ otp_link_generate(PG_FUNCTION_ARGS)
 				"INSERT INTO otp_link.links (id, instance_id, code_hash, name, messages, callbacks, "
 				"phone, binding_hash, link_url, rate_key, metadata, created_at, expires_at) "
 				"VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
-				"now(), now() + make_interval(secs => $11)) "
+				"statement_timestamp(), statement_timestamp() + make_interval(secs => $11)) "
 				"ON CONFLICT (code_hash) DO NOTHING "
 				"RETURNING id, created_at, expires_at",
 				11, ins_types);

@@ -16,10 +16,11 @@
 #define OTP_ERRCODE_RATE_LIMITED	MAKE_SQLSTATE('P','T','4','2','9')
 #define OTP_ERRCODE_NOT_FOUND		MAKE_SQLSTATE('P','T','4','0','4')
 
-/* key spaces (hash seeds) of otp_advisory_lock */
+/* key spaces of otp_advisory_lock (the lock tag's fourth field, >= 3) */
 #define OTP_LOCK_RATE_KEY	7281	/* generate: (instance, rate_key) */
 #define OTP_LOCK_SENDER		7282	/* consume: (sender, "") */
 
+extern void otp_check_schema(void);
 extern void otp_spi_connect(void);
 extern SPIPlanPtr otp_prepare(SPIPlanPtr *plan, const char *query, int nargs,
 							  Oid *argtypes);
@@ -30,7 +31,7 @@ extern int	otp_spi_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
 							long count);
 extern int	otp_spi_execute_latest(SPIPlanPtr plan, Datum *values,
 								   const char *nulls, long count);
-extern void otp_advisory_lock(const char *key1, const char *key2, int64 seed);
+extern void otp_advisory_lock(const char *key1, const char *key2, uint16 space);
 extern char *otp_spi_text(int col);
 extern char *otp_spi_text_row(uint64 row, int col);
 

@@ -383,6 +383,16 @@ consume(const char *chat_id, const char *body, size_t body_len,
 	/* an empty message id is no id: it must not make other messages duplicates */
 	if (message_id && message_id[0] == '\0')
 		message_id = NULL;
+	/*
+	 * An over-long id is refused to a caller, but skipped in the trigger and
+	 * the webhook: one bad message must not fail a whole batch, which the
+	 * provider would then retry for ever.
+	 */
+	if (message_id && strlen(message_id) > MAX_MESSAGE_ID_LEN && lenient)
+	{
+		res.outcome = "ignored";
+		return res;
+	}
 	if (message_id && strlen(message_id) > MAX_MESSAGE_ID_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),

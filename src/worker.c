@@ -1168,7 +1168,7 @@ sweep(void)
 			   " SELECT id FROM otp_link.deliveries"
 			   "  WHERE status IN ('delivered', 'dead')"
 			   "    AND updated_at < pg_catalog.now() - $1 * interval '1 second'"
-			   "  LIMIT 1000)",
+			   "  LIMIT 1000 FOR UPDATE SKIP LOCKED)",
 			   otp_link_retention_s))
 		return;
 
@@ -1183,14 +1183,14 @@ sweep(void)
 				" SELECT id FROM otp_link.deliveries"
 				"  WHERE status = 'held'"
 				"    AND created_at < pg_catalog.now() - $1 * interval '1 second'"
-				"  LIMIT 1000)",
+				"  LIMIT 1000 FOR UPDATE SKIP LOCKED)",
 				otp_link_retention_s) ||
 		 !purge("otp_link: purging links",
 				"DELETE FROM otp_link.links WHERE id IN ("
 				" SELECT id FROM otp_link.links"
 				"  WHERE created_at < pg_catalog.now() - ($1 + 86400) * interval '1 second'"
 				"    AND status <> 'pending'"
-				"  LIMIT 1000)",
+				"  LIMIT 1000 FOR UPDATE SKIP LOCKED)",
 				otp_link_retention_s)))
 		return;
 
@@ -1199,7 +1199,7 @@ sweep(void)
 			   " SELECT chat_id FROM otp_link.senders"
 			   "  WHERE window_start < pg_catalog.now() - $1 * interval '1 second'"
 			   "    AND (blocked_until IS NULL OR blocked_until < pg_catalog.now())"
-			   "  LIMIT 1000)",
+			   "  LIMIT 1000 FOR UPDATE SKIP LOCKED)",
 			   otp_link_message_retention_s))
 		return;
 
@@ -1207,7 +1207,7 @@ sweep(void)
 		  "DELETE FROM otp_link.messages_seen WHERE message_id IN ("
 		  " SELECT message_id FROM otp_link.messages_seen"
 		  "  WHERE seen_at < pg_catalog.now() - $1 * interval '1 second'"
-		  "  LIMIT 1000)",
+		  "  LIMIT 1000 FOR UPDATE SKIP LOCKED)",
 		  otp_link_message_retention_s);
 }
 

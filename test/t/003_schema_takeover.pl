@@ -7,7 +7,8 @@
 # beforehand.  That role can later rename it and put a look-alike schema in
 # its place, whose tables and functions the worker (a superuser) and the
 # SECURITY DEFINER functions would use.  Here mallory does exactly that on a
-# 1.0 install; the worker must refuse to serve the database (1.0 ran
+# 1.0 install (set up here as the released 1.0 script left it); the worker
+# and the SECURITY DEFINER functions must refuse the swapped schema (1.0 ran
 # mallory's trigger as superuser), and ALTER EXTENSION ... UPDATE must refuse
 # until a superuser owns the schema again.  A fresh CREATE EXTENSION (1.1)
 # refuses mallory's schema outright (sql/attacks.sql).
@@ -28,10 +29,19 @@ $node->safe_psql('postgres', q{
 	GRANT CREATE ON DATABASE postgres TO mallory;
 });
 $node->safe_psql('postgres', 'CREATE SCHEMA otp_link', extra_params => [ '-U', 'mallory' ]);
-$node->safe_psql('postgres', "CREATE EXTENSION otp_link VERSION '1.0'");
+my ($ret, $out, $err) = $node->psql('postgres', "CREATE EXTENSION otp_link VERSION '1.0'");
+isnt($ret, 0, "even 1.0's install script now refuses mallory's schema");
+like($err, qr/schema "otp_link" is owned by role mallory, which is not a superuser/, 'and says why');
+
+# an install made with the released 1.0 script adopted it: set that state up
+$node->safe_psql('postgres', q{
+	DROP SCHEMA otp_link;
+	CREATE EXTENSION otp_link VERSION '1.0';
+	ALTER SCHEMA otp_link OWNER TO mallory;
+});
 is($node->safe_psql('postgres',
 	"SELECT nspowner::regrole FROM pg_namespace WHERE nspname = 'otp_link'"),
-	'mallory', '1.0 adopted the schema mallory created');
+	'mallory', 'a 1.0 install whose schema mallory owns');
 
 # mallory swaps the schema for her own, whose deliveries table has a trigger
 # and whose otp_link_expire() makes her superuser when a superuser runs it
@@ -45,7 +55,28 @@ $node->safe_psql('postgres', q{
 		FOR EACH STATEMENT EXECUTE FUNCTION otp_link.pwn();
 	CREATE FUNCTION otp_link.otp_link_expire() RETURNS integer LANGUAGE plpgsql
 		AS $$ BEGIN ALTER ROLE mallory SUPERUSER; RETURN 0; END $$;
+	CREATE TABLE otp_link.instances (id uuid PRIMARY KEY, phone text, name text, options jsonb);
+	INSERT INTO otp_link.instances VALUES ('00000000-0000-0000-0000-000000000001', '201553730661', 'x', '{}');
+	CREATE TABLE otp_link.links (id uuid);
+	CREATE TRIGGER pwn AFTER INSERT ON otp_link.links
+		FOR EACH STATEMENT EXECUTE FUNCTION otp_link.pwn();
+	-- the application keeps calling otp_link.otp_link_generate: now mallory's
+	-- wrapper around the real (SECURITY DEFINER) function
+	CREATE FUNCTION otp_link.otp_link_generate(instance uuid) RETURNS jsonb LANGUAGE sql
+		AS $$ SELECT otp_link_old.otp_link_generate(instance) $$;
 }, extra_params => [ '-U', 'mallory' ]);
+
+# the SECURITY DEFINER functions refuse to work in a schema a superuser
+# does not own (1.0's functions inserted into mallory's links as superuser)
+($ret, $out, $err) = $node->psql('postgres',
+	"SELECT otp_link.otp_link_generate('00000000-0000-0000-0000-000000000001')");
+isnt($ret, 0, 'generate refuses');
+like($err, qr/schema "otp_link" is not owned by a superuser/, 'because of the schema owner');
+($ret, $out, $err) = $node->psql('postgres',
+	"SELECT otp_link_old.otp_link_consume_message('447700900001', '[ABCDEFGH]')");
+like($err, qr/schema "otp_link" is not owned by a superuser/, 'so does consume');
+is($node->safe_psql('postgres', "SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'"),
+	'f', 'mallory is not superuser after the calls');
 
 # a restarted worker looks at the extension afresh
 $node->restart;
@@ -58,7 +89,7 @@ is($node->safe_psql('postgres', "SELECT rolsuper FROM pg_roles WHERE rolname = '
 	'f', 'mallory did not become superuser');
 
 # the update to 1.1 refuses a schema a superuser does not own
-my ($ret, $out, $err) = $node->psql('postgres', "ALTER EXTENSION otp_link UPDATE TO '1.1'");
+($ret, $out, $err) = $node->psql('postgres', "ALTER EXTENSION otp_link UPDATE TO '1.1'");
 isnt($ret, 0, 'ALTER EXTENSION UPDATE refuses');
 like($err, qr/schema "otp_link" is owned by role mallory, which is not a superuser/, 'and says why');
 

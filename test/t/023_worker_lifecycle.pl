@@ -121,6 +121,35 @@ is($node->safe_psql('postgres',
 ok(wait_until(sub {
 	$node->safe_psql('postgres', "SELECT string_agg(chat_id, ',') FROM otp_link.senders") eq 'blocked@c.us'
 }, 10), 'idle sender counters are purged, blocks are kept');
+
+# a finished link someone holds locked (an application's redeem left open)
+# does not stall the purge: it is skipped, and the other purges go on
+$node->safe_psql('postgres', qq{
+	INSERT INTO otp_link.links (id, instance_id, code_hash, status, messages, callbacks, created_at, expires_at)
+	VALUES ('00000000-0000-0000-0000-00000000dddd', '$inst', '\\x0d', 'verified', '{}', '{}',
+	        now() - interval '2 days', now() - interval '2 days' + interval '30 minutes'),
+	       ('00000000-0000-0000-0000-00000000eeee', '$inst', '\\x0e', 'verified', '{}', '{}',
+	        now() - interval '2 days', now() - interval '2 days' + interval '30 minutes')});
+my $holder = $node->background_psql('postgres', on_error_stop => 0);
+$holder->query_safe("BEGIN; SELECT id FROM otp_link.links WHERE id = '00000000-0000-0000-0000-00000000dddd' FOR UPDATE");
+$node->safe_psql('postgres', q{
+	INSERT INTO otp_link.messages_seen (message_id, outcome, seen_at)
+	VALUES ('wamid.old2', 'verified', now() - interval '8 days')});
+ok(wait_until(sub {
+	$node->safe_psql('postgres',
+		"SELECT count(*) FROM otp_link.links WHERE id = '00000000-0000-0000-0000-00000000eeee'") == 0
+	&& $node->safe_psql('postgres', "SELECT count(*) FROM otp_link.messages_seen WHERE message_id = 'wamid.old2'") == 0
+}, 10), 'a locked finished link is skipped; the other purges go on');
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM otp_link.links WHERE id = '00000000-0000-0000-0000-00000000dddd'"),
+	'1', 'the locked link waits for the next sweep');
+$holder->query_safe('COMMIT');
+$holder->quit;
+ok(wait_until(sub {
+	$node->safe_psql('postgres',
+		"SELECT count(*) FROM otp_link.links WHERE id = '00000000-0000-0000-0000-00000000dddd'") == 0
+}, 10), 'and goes once released');
+
 my @errors = grep { /\[$pid\] (ERROR|WARNING|FATAL)/ } split(/\n/, slurp_file($node->logfile));
 is(scalar(@errors), 0, 'the worker logged no error') or diag(join("\n", @errors));
 
