@@ -8,14 +8,16 @@
 # and takes a role per transaction with SET LOCAL ROLE, as applications
 # behind a pooler do.
 #
-# Part 1: six clients, each with its own instance (link_url, replies held),
-# run concurrently, round after round: generate -> consume (the function,
-# or an INSERT into an inbox table with otp_link_consume_trigger, by turns)
-# -> status -> otp_link_replies_take (the {link} token read from the reply
-# body, as the application would) -> redeem twice.  Every outcome is
-# checked, every success callback reaches the receiver signed with its
-# instance's secret, and the six clients were served by at most two server
-# connections, each of which served several clients.
+# Part 1: six clients, each with its own instance (link_url, replies held,
+# generate_limit 6), run concurrently, round after round: generate (with a
+# rate_key) -> consume (the function, or an INSERT into an inbox table with
+# otp_link_consume_trigger, by turns) -> status -> otp_link_replies_take
+# (the {link} token read from the reply body, as the application would) ->
+# redeem twice.  Every outcome is checked; the seventh generate of each
+# client is rate limited (the count holds across server connections); every
+# success callback reaches the receiver signed with its instance's secret;
+# the six clients were served by at most two server connections, each of
+# which served several clients.
 #
 # Part 2: two clients on a pool of ONE server connection (database alias
 # "seq"), so that they provably share a backend between transactions.
@@ -180,7 +182,8 @@ for my $c (1 .. $nclients)
 	$node->safe_psql('postgres', qq{
 		SELECT otp_link.otp_link_instance_update('$inst{$c}{uuid}', options => '{
 			"link_url": "https://app.example/login?token={token}",
-			"messages": {"success": "Welcome back, open {link}"}}')});
+			"messages": {"success": "Welcome back, open {link}"},
+			"limits": {"generate_limit": $iters}}')});
 	push @clients, session('web', 'postgres');
 }
 
@@ -202,7 +205,7 @@ for my $i (1 .. $iters)
 SELECT pg_backend_pid() || '|' || current_user || '|' || (g->>'uuid') || '|' || (g->>'code') || '|' || (g->>'whatsapp_link')
   FROM (SELECT otp_link.otp_link_generate(instance => '$inst{$c}{uuid}', expires => 600,
         callback => '{"success": "$url/ok/c$c/i$i/success", "failed": "$url/ok/c$c/i$i/failed"}',
-        metadata => '{"client": $c, "iter": $i}') AS g) s;
+        rate_key => 'user:$c', metadata => '{"client": $c, "iter": $i}') AS g) s;
 COMMIT;});
 	}
 	run_all(@clients);
@@ -315,6 +318,19 @@ COMMIT;});
 		expect($s->{error} eq '' && $s->{res} eq "redeemed|$l->{uuid}\nalready_redeemed|",
 			"c$c i$i redeem: $s->{res} $s->{error}");
 	}
+}
+# the rate limit counted every generate, whichever server connection ran it
+for my $c (1 .. $nclients)
+{
+	send_sql($clients[ $c - 1 ], qq{BEGIN; SET LOCAL ROLE otp_link_app;
+SELECT otp_link.otp_link_generate(instance => '$inst{$c}{uuid}', rate_key => 'user:$c');
+COMMIT;});
+}
+run_all(@clients);
+for my $c (1 .. $nclients)
+{
+	expect($clients[ $c - 1 ]{error} =~ /PT429/, "c$c: generate number " . ($iters + 1) . " is rate limited: $clients[$c - 1]{error}");
+	q1($clients[ $c - 1 ], 'ROLLBACK;');
 }
 is(scalar(@bad), 0, "part 1: $checks checks of $nclients clients x $iters rounds through pgbouncer")
   or diag(join("\n", @bad));
