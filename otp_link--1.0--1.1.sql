@@ -196,3 +196,87 @@ GRANT EXECUTE ON FUNCTION otp_link.otp_link_replies_take(uuid, integer),
 	otp_link.otp_link_replies_lease(uuid, integer, interval),
 	otp_link.otp_link_replies_ack(bigint[], boolean)
 	TO otp_link_app, otp_link_admin;
+
+/*
+ * The worker's health, readable by otp_link_admin (pg_stat_activity hides
+ * backend_type from roles without pg_read_all_stats): otp_link_worker(),
+ * and worker_running, worker_pid and worker_last_round_age_s in
+ * otp_link_stats().
+ */
+CREATE FUNCTION otp_link.otp_link_worker()
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_worker'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION otp_link.otp_link_worker() IS
+'Whether a delivery worker serves this database: running, pid, last_round, database, preloaded';
+
+CREATE OR REPLACE FUNCTION otp_link.otp_link_stats(since interval DEFAULT '24 hours')
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH l AS (
+	SELECT count(*) AS generated,
+		   count(*) FILTER (WHERE status = 'verified') AS verified,
+		   count(*) FILTER (WHERE status = 'failed') AS failed,
+		   count(*) FILTER (WHERE status = 'expired'
+							 OR (status = 'pending' AND expires_at <= now())) AS expired,
+		   count(*) FILTER (WHERE status = 'pending' AND expires_at > now()) AS pending,
+		   count(*) FILTER (WHERE redeemed_at IS NOT NULL) AS redeemed,
+		   coalesce(sum(messages_received), 0) AS messages,
+		   avg(extract(epoch FROM finished_at - created_at))
+			   FILTER (WHERE status = 'verified') AS mean_s,
+		   percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at))
+			   FILTER (WHERE status = 'verified') AS p95_s
+	  FROM otp_link.links
+	 WHERE created_at >= now() - since),
+m AS (
+	SELECT count(*) FILTER (WHERE outcome = 'unknown_code') AS unknown_codes,
+		   count(*) FILTER (WHERE outcome = 'blocked') AS blocked,
+		   count(*) FILTER (WHERE outcome = 'failed') AS failed_messages
+	  FROM otp_link.messages_seen
+	 WHERE seen_at >= now() - since),
+d AS (
+	SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
+		   count(*) FILTER (WHERE status = 'queued' AND next_attempt_at <= now()) AS due,
+		   count(*) FILTER (WHERE status = 'held') AS held,
+		   count(*) FILTER (WHERE status = 'delivered') AS delivered,
+		   count(*) FILTER (WHERE status = 'dead') AS dead,
+		   coalesce(sum(attempts), 0) AS attempts,
+		   coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued')), 0)
+			   AS oldest_queued_s
+	  FROM otp_link.deliveries)
+SELECT jsonb_build_object(
+	'window_seconds', extract(epoch FROM since)::bigint,
+	'links_generated', l.generated,
+	'links_pending', l.pending,
+	'links_verified', l.verified,
+	'links_failed', l.failed,
+	'links_expired', l.expired,
+	'links_redeemed', l.redeemed,
+	'messages_received', l.messages,
+	'messages_per_link', CASE WHEN l.generated > 0 THEN round(l.messages::numeric / l.generated, 3) ELSE 0 END,
+	'verification_rate', CASE WHEN l.generated > 0 THEN round(l.verified::numeric / l.generated, 4) ELSE 0 END,
+	'expiration_rate', CASE WHEN l.generated > 0 THEN round(l.expired::numeric / l.generated, 4) ELSE 0 END,
+	'failed_attempts', l.failed + m.unknown_codes + m.blocked,
+	'unknown_codes', m.unknown_codes,
+	'blocked_messages', m.blocked,
+	'time_to_verify_mean_s', round(coalesce(l.mean_s, 0)::numeric, 3),
+	'time_to_verify_p95_s', round(coalesce(l.p95_s, 0)::numeric, 3),
+	'deliveries_queued', d.queued,
+	'deliveries_due', d.due,
+	'deliveries_held', d.held,
+	'deliveries_delivered', d.delivered,
+	'deliveries_dead', d.dead,
+	'delivery_attempts', d.attempts,
+	'oldest_queued_delivery_s', round(d.oldest_queued_s::numeric, 3),
+	'worker_running', CASE WHEN (w.j->>'running')::boolean THEN 1 ELSE 0 END,
+	'worker_pid', (w.j->>'pid')::int,
+	'worker_last_round_age_s', coalesce(round(extract(epoch FROM now() - (w.j->>'last_round')::timestamptz)::numeric, 3), -1))
+  FROM l, m, d, (SELECT otp_link.otp_link_worker() AS j) w
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_stats(interval) IS
+'Monitoring figures over links created (and messages seen) in the window, and the delivery queue now';
+
+REVOKE ALL ON FUNCTION otp_link.otp_link_worker() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_worker() TO otp_link_admin;

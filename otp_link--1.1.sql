@@ -470,6 +470,13 @@ COMMENT ON FUNCTION otp_link.otp_link_verify_meta_signature(text, text, text) IS
  * Monitoring (SPEC section 5): the figures as jsonb, as a view, and in
  * Prometheus' text exposition format.
  */
+CREATE FUNCTION otp_link.otp_link_worker()
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_worker'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION otp_link.otp_link_worker() IS
+'Whether a delivery worker serves this database: running, pid, last_round, database, preloaded';
+
 CREATE FUNCTION otp_link.otp_link_stats(since interval DEFAULT '24 hours')
 RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER
@@ -529,8 +536,11 @@ SELECT jsonb_build_object(
 	'deliveries_delivered', d.delivered,
 	'deliveries_dead', d.dead,
 	'delivery_attempts', d.attempts,
-	'oldest_queued_delivery_s', round(d.oldest_queued_s::numeric, 3))
-  FROM l, m, d
+	'oldest_queued_delivery_s', round(d.oldest_queued_s::numeric, 3),
+	'worker_running', CASE WHEN (w.j->>'running')::boolean THEN 1 ELSE 0 END,
+	'worker_pid', (w.j->>'pid')::int,
+	'worker_last_round_age_s', coalesce(round(extract(epoch FROM now() - (w.j->>'last_round')::timestamptz)::numeric, 3), -1))
+  FROM l, m, d, (SELECT otp_link.otp_link_worker() AS j) w
 $$;
 COMMENT ON FUNCTION otp_link.otp_link_stats(interval) IS
 'Monitoring figures over links created (and messages seen) in the window, and the delivery queue now';
@@ -569,6 +579,7 @@ GRANT EXECUTE ON FUNCTION otp_link.otp_link_generate(uuid, integer, text, jsonb,
 	otp_link.otp_link_cancel(uuid)
 	TO otp_link_app, otp_link_admin;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_instance_create(text, text, jsonb),
+	otp_link.otp_link_worker(),
 	otp_link.otp_link_expire(integer),
 	otp_link.otp_link_stats(interval),
 	otp_link.otp_link_metrics(interval)

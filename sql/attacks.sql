@@ -97,6 +97,42 @@ SELECT pg_temp.err(format($$SELECT otp_link.otp_link_generate(%L, rate_key => 'o
 SELECT count(*) AS links_for_key FROM otp_link.links WHERE rate_key = 'old-tx';
 
 --
+-- 3. (second review) Guesses rolled back are still counted: the inbox role
+-- guessed codes inside subtransactions it aborted, so the per-sender
+-- counters (table rows) never saw them.  The server's budget of unknown
+-- codes (otp_link.unknown_code_rate per minute) is kept in shared memory;
+-- once spent, no code is looked up until it refills.
+--
+CREATE FUNCTION pg_temp.guess(n int) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    outs text[] := '{}';
+BEGIN
+    FOR i IN 1..n LOOP
+        BEGIN
+            outs := outs || (otp_link.otp_link_consume_message('4477009005' || lpad(i::text, 2, '0'),
+                             '[GUESS' || chr(64 + i) || 'ZZ]')->>'outcome');
+            RAISE EXCEPTION 'roll the guess back';
+        EXCEPTION WHEN raise_exception THEN NULL;
+        END;
+    END LOOP;
+    RETURN array_to_string(outs, ',');
+END $$;
+SET otp_link.unknown_code_rate = 5;
+SET otp_link.debug_codes = 'REALCODE';
+SELECT otp_link.otp_link_generate(:'inst') ? 'uuid' AS real_link;
+RESET otp_link.debug_codes;
+SELECT pg_temp.guess(8) AS outcomes;
+SELECT count(*) AS counted_in_table FROM otp_link.senders WHERE chat_id LIKE '4477009005%';
+-- while the budget is spent even the right code is not looked up
+SELECT r->>'outcome' AS outcome, r->>'blocked_until' IS NOT NULL AS says_until
+  FROM otp_link.otp_link_consume_message('447700900599', '[REALCODE]') r;
+-- it refills with time (here: a huge rate for a moment)
+SET otp_link.unknown_code_rate = 1000000;
+SELECT pg_sleep(0.05);
+SELECT otp_link.otp_link_consume_message('447700900599', '[REALCODE]')->>'outcome' AS outcome;
+RESET otp_link.unknown_code_rate;
+
+--
 -- 6. An empty message id is no id: two senders' messages with '' are both
 -- decided, neither is a duplicate of the other.
 --

@@ -22,7 +22,7 @@ SELECT otp_link.otp_link_stats('1 microsecond')->'links_generated' AS none_in_wi
 -- Prometheus text format: HELP, TYPE and a sample per figure
 SELECT line FROM regexp_split_to_table(otp_link.otp_link_metrics(), E'\n') AS line
  WHERE line LIKE '%links_verified%' OR line LIKE '%deliveries_queued%';
-SELECT count(*) FILTER (WHERE line ~ '^otp_link_[a-z0-9_]+ [0-9.]+$') AS samples,
+SELECT count(*) FILTER (WHERE line ~ '^otp_link_[a-z0-9_]+ -?[0-9.]+$') AS samples,
        count(*) FILTER (WHERE line LIKE '# TYPE % gauge') AS types
   FROM regexp_split_to_table(otp_link.otp_link_metrics(), E'\n') AS line;
 RESET otp_link.debug_codes;

@@ -203,9 +203,13 @@ SELECT pg_temp.bad(', {"changes": [{"value": {"messages": [{"from": "44770090013
 SELECT pg_temp.bad(', {"changes": [{"value": {"messages": [{"from": "447700900130", "id": "m", "type": "text", "text": {"body": null}}]}}]}');
 SELECT pg_temp.bad(', {"changes": [{"value": {"messages": [{"id": "m", "type": "text", "text": {"body": "hi"}}]}}]}');
 SELECT pg_temp.bad(', {"changes": [{"value": {"messages": [{"from": null, "id": "m", "type": "text", "text": {"body": "hi"}}]}}]}');
--- found while consuming: a message id too long
-SELECT pg_temp.bad(format(', {"changes": [{"value": {"messages": [{"from": "447700900130", "id": "%s", "type": "text", "text": {"body": "[HOOKEEEE]"}}]}}]}', repeat('w', 257)));
 SELECT pg_temp.counts() = :'before' AS nothing_written;
+-- found while consuming: a message id too long.  Since 1.1 that message is
+-- ignored and the rest of the batch consumed (a provider would retry a
+-- rejected batch for ever)
+SELECT * FROM pg_temp.hook(format('{"entry": [{"changes": [{"value": {"messages": [
+    {"from": "447700900130", "id": "%s", "type": "text", "text": {"body": "[HOOKEEEE]"}},
+    {"from": "447700900131", "id": "wamid.afterlong", "type": "text", "text": {"body": "hi"}}]}}]}]}', repeat('w', 257))::jsonb);
 SELECT status FROM otp_link.links WHERE metadata->>'t' = 'malformed';
 -- a sender id that is no phone number is ignored, the rest of the batch consumed
 SELECT * FROM pg_temp.hook('{"entry": [{"changes": [{"value": {"messages": [

@@ -43,6 +43,7 @@
 #include "utils/inet.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -321,6 +322,37 @@ otp_jb_str(OtpJsonb *b, const char *key, const char *val)
 		v.val.string.val = unconstify(char *, val);
 		v.val.string.len = strlen(val);
 	}
+	pushJsonbValue(&b->state, WJB_VALUE, &v);
+}
+
+/*
+ * otp_jb_bool, otp_jb_int: a boolean or integer value under key.
+ */
+void
+otp_jb_bool(OtpJsonb *b, const char *key, bool val)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = unconstify(char *, key);
+	v.val.string.len = strlen(key);
+	pushJsonbValue(&b->state, WJB_KEY, &v);
+	v.type = jbvBool;
+	v.val.boolean = val;
+	pushJsonbValue(&b->state, WJB_VALUE, &v);
+}
+
+void
+otp_jb_int(OtpJsonb *b, const char *key, int64 val)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = unconstify(char *, key);
+	v.val.string.len = strlen(key);
+	pushJsonbValue(&b->state, WJB_KEY, &v);
+	v.type = jbvNumeric;
+	v.val.numeric = int64_to_numeric(val);
 	pushJsonbValue(&b->state, WJB_VALUE, &v);
 }
 

@@ -48,6 +48,8 @@ typedef struct OtpJsonb
 
 extern void otp_jb_begin(OtpJsonb *b);
 extern void otp_jb_str(OtpJsonb *b, const char *key, const char *val);
+extern void otp_jb_bool(OtpJsonb *b, const char *key, bool val);
+extern void otp_jb_int(OtpJsonb *b, const char *key, int64 val);
 extern Jsonb *otp_jb_finish(OtpJsonb *b);
 extern char *otp_format_timestamp(TimestampTz t);
 

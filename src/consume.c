@@ -444,6 +444,17 @@ consume(const char *chat_id, const char *body, size_t body_len,
 		return res;
 	}
 
+	/* the server's budget of unknown codes is spent: no code is looked up */
+	if (!otp_unknown_code_allowed(false))
+	{
+		res.outcome = "blocked";
+		res.blocked_until = otp_format_timestamp(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																			 60000 / Max(otp_link_unknown_code_rate, 1) + 1000));
+		(void) claim_message_id(message_id, res.outcome, NULL, &res);
+		SPI_finish();
+		return res;
+	}
+
 	/* the link, locked */
 	values[0] = PointerGetDatum(otp_sha256_bytea(code, OTP_CODE_LEN));
 	otp_prepare(&link_plan,
@@ -463,6 +474,7 @@ consume(const char *chat_id, const char *body, size_t body_len,
 														 SPI_tuptable->tupdesc, 6, &isnull)))))
 	{
 		res.outcome = "unknown_code";
+		(void) otp_unknown_code_allowed(true);	/* spent even if rolled back */
 		if (claim_message_id(message_id, res.outcome, NULL, &res))
 			res.blocked_until = count_unknown_code(sender, inst_options);
 	}

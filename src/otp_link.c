@@ -34,6 +34,7 @@ int			otp_link_retention_s = 30 * 86400;
 int			otp_link_message_retention_s = 7 * 86400;
 int			otp_link_token_ttl_s = 600;
 int			otp_link_unknown_code_limit = 10;
+int			otp_link_unknown_code_rate = 600;
 int			otp_link_unknown_code_window_s = 900;
 int			otp_link_block_duration_s = 900;
 int			otp_link_generate_limit = 10;
@@ -111,6 +112,11 @@ _PG_init(void)
 							"Unknown codes a sender may send per window before being blocked.",
 							"An instance's options.limits.unknown_code_limit overrides it.",
 							&otp_link_unknown_code_limit, 10, 1, OTP_MAX_LIMIT_COUNT,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("otp_link.unknown_code_rate",
+							"Unknown codes the whole server answers per minute; 0 means no limit.",
+							"Counted in shared memory, so rolled-back attempts count too. While spent, messages are answered \"blocked\".",
+							&otp_link_unknown_code_rate, 600, 0, OTP_MAX_LIMIT_COUNT,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("otp_link.unknown_code_window",
 							"Window in which unknown codes per sender are counted.",

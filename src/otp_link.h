@@ -51,6 +51,7 @@ extern int	otp_link_retention_s;
 extern int	otp_link_message_retention_s;
 extern int	otp_link_token_ttl_s;
 extern int	otp_link_unknown_code_limit;
+extern int	otp_link_unknown_code_rate;
 extern int	otp_link_unknown_code_window_s;
 extern int	otp_link_block_duration_s;
 extern int	otp_link_generate_limit;
@@ -82,6 +83,7 @@ extern bool otp_template_has(const char *tmpl, const char *placeholder);
 /* worker.c: background worker */
 extern void otp_link_register_worker(void);
 extern void otp_link_wake_worker_at_commit(void);
+extern bool otp_unknown_code_allowed(bool spend);
 extern PGDLLEXPORT void otp_link_worker_main(Datum arg);
 extern void otp_link_shmem_init(void);
 extern bool otp_link_check_retry_schedule(char **newval, void **extra,

@@ -88,12 +88,22 @@
 PG_FUNCTION_INFO_V1(otp_link_delivery_requeue);
 PG_FUNCTION_INFO_V1(otp_link_deliveries_wake);
 
-/* shared state: where the worker's latch is */
+/*
+ * Shared state.  mutex guards every field: the worker's latch and identity
+ * (so that backends can wake it and report on it), and the cluster-wide
+ * budget of unknown codes (a token bucket, see otp_unknown_code_allowed).
+ */
 typedef struct OtpLinkShared
 {
 	slock_t		mutex;
 	PGPROC	   *worker_proc;	/* NULL while no worker runs */
 	bool		db_missing_logged;	/* "database does not exist" said once */
+	Oid			worker_db;		/* the database the worker serves */
+	int			worker_pid;
+	TimestampTz worker_last_round;	/* end of the worker's last round */
+	double		guess_tokens;	/* unknown codes still allowed now */
+	TimestampTz guess_refilled; /* when guess_tokens was last topped up */
+	bool		guess_empty_logged; /* "budget exhausted" said once */
 } OtpLinkShared;
 
 static OtpLinkShared *otp_shared = NULL;
@@ -159,6 +169,12 @@ otp_link_shmem_init(void)
 		SpinLockInit(&otp_shared->mutex);
 		otp_shared->worker_proc = NULL;
 		otp_shared->db_missing_logged = false;
+		otp_shared->worker_db = InvalidOid;
+		otp_shared->worker_pid = 0;
+		otp_shared->worker_last_round = 0;
+		otp_shared->guess_tokens = -1;	/* full at first use */
+		otp_shared->guess_refilled = 0;
+		otp_shared->guess_empty_logged = false;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -278,6 +294,102 @@ otp_link_wake_worker_at_commit(void)
 								otp_link_database, dbname)));
 		}
 	}
+}
+
+/* ----------------------------------------------------------------
+ * Shared state read by backends: the worker's health and the budget of
+ * unknown codes
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * guess_refill: top up the unknown-code bucket for the time since it was
+ * last topped up, at otp_link.unknown_code_rate per minute, up to one
+ * minute's worth.  Caller holds the mutex; never ERRORs.
+ */
+static void
+guess_refill(TimestampTz now)
+{
+	double		cap = otp_link_unknown_code_rate;
+
+	if (otp_shared->guess_tokens < 0)
+		otp_shared->guess_tokens = cap;
+	else if (now > otp_shared->guess_refilled)
+		otp_shared->guess_tokens =
+			Min(cap, otp_shared->guess_tokens +
+				(double) (now - otp_shared->guess_refilled) / 60e6 * cap);
+	otp_shared->guess_refilled = now;
+}
+
+/*
+ * otp_unknown_code_allowed: whether a message's code may be looked up now.
+ * The server as a whole answers at most otp_link.unknown_code_rate unknown
+ * codes per minute (0: no limit).  This budget lives in shared memory, not
+ * in a table, so an attempt rolled back afterwards (a caller with
+ * otp_link_inbox guessing inside subtransactions it aborts) still spends
+ * it.  While it is spent, no code is looked up: messages are "blocked"
+ * until it refills.  With spend, takes one unknown code from it.  True
+ * without shared memory (not preloaded).  Never ERRORs; logs once per
+ * exhaustion.
+ */
+bool
+otp_unknown_code_allowed(bool spend)
+{
+	bool		allowed;
+	bool		log_it = false;
+
+	if (otp_shared == NULL || otp_link_unknown_code_rate <= 0)
+		return true;
+	SpinLockAcquire(&otp_shared->mutex);
+	guess_refill(GetCurrentTimestamp());
+	if (spend)
+		otp_shared->guess_tokens = Max(0.0, otp_shared->guess_tokens - 1);
+	allowed = otp_shared->guess_tokens >= 1;
+	if (!allowed && !otp_shared->guess_empty_logged)
+		log_it = otp_shared->guess_empty_logged = true;
+	else if (allowed)
+		otp_shared->guess_empty_logged = false;
+	SpinLockRelease(&otp_shared->mutex);
+	if (log_it)
+		ereport(LOG,
+				(errmsg("otp_link: more than %d unknown codes in a minute on this server; messages are answered \"blocked\" until the budget refills",
+						otp_link_unknown_code_rate),
+				 errhint("Someone may be guessing codes. Look at otp_link.messages_seen; raise otp_link.unknown_code_rate if the traffic is legitimate.")));
+	return allowed;
+}
+
+PG_FUNCTION_INFO_V1(otp_link_worker);
+
+/*
+ * otp_link_worker() RETURNS jsonb: whether a delivery worker serves this
+ * database, with its pid and the end of its last round; readable by
+ * otp_link_admin (pg_stat_activity hides backend_type from roles without
+ * pg_read_all_stats).  Never ERRORs.
+ */
+Datum
+otp_link_worker(PG_FUNCTION_ARGS)
+{
+	OtpJsonb	jb;
+	bool		running = false;
+	int			pid = 0;
+	TimestampTz last = 0;
+
+	if (otp_shared != NULL)
+	{
+		SpinLockAcquire(&otp_shared->mutex);
+		running = otp_shared->worker_proc != NULL &&
+			otp_shared->worker_db == MyDatabaseId;
+		pid = otp_shared->worker_pid;
+		last = otp_shared->worker_last_round;
+		SpinLockRelease(&otp_shared->mutex);
+	}
+	otp_jb_begin(&jb);
+	otp_jb_bool(&jb, "preloaded", otp_shared != NULL);
+	otp_jb_str(&jb, "database", otp_link_database);
+	otp_jb_bool(&jb, "running", running);
+	otp_jb_int(&jb, "pid", running ? pid : 0);
+	otp_jb_str(&jb, "last_round", running && last ? otp_format_timestamp(last) : NULL);
+	PG_RETURN_JSONB_P(otp_jb_finish(&jb));
 }
 
 /* ----------------------------------------------------------------
@@ -430,7 +542,10 @@ worker_shmem_exit(int code, Datum arg)
 		return;
 	SpinLockAcquire(&otp_shared->mutex);
 	if (otp_shared->worker_proc == MyProc)
+	{
 		otp_shared->worker_proc = NULL;
+		otp_shared->worker_pid = 0;
+	}
 	SpinLockRelease(&otp_shared->mutex);
 }
 
@@ -1301,6 +1416,13 @@ one_round(void)
 	slots = otp_link_max_concurrency - otp_http_inflight();
 	if (slots > 0 && GetCurrentTimestamp() >= next_claim)
 		claim_and_send(slots);
+
+	if (otp_shared != NULL)
+	{
+		SpinLockAcquire(&otp_shared->mutex);
+		otp_shared->worker_last_round = GetCurrentTimestamp();
+		SpinLockRelease(&otp_shared->mutex);
+	}
 }
 
 /*
@@ -1327,6 +1449,9 @@ otp_link_worker_main(Datum arg)
 		SpinLockAcquire(&otp_shared->mutex);
 		otp_shared->worker_proc = MyProc;
 		otp_shared->db_missing_logged = false;
+		otp_shared->worker_db = MyDatabaseId;
+		otp_shared->worker_pid = MyProcPid;
+		otp_shared->worker_last_round = GetCurrentTimestamp();
 		SpinLockRelease(&otp_shared->mutex);
 	}
 	on_shmem_exit(worker_shmem_exit, (Datum) 0);

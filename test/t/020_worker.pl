@@ -27,6 +27,19 @@ is($node->safe_psql('postgres',
 	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'otp_link worker' AND datname = 'postgres'"),
 	'1', 'worker shows in pg_stat_activity with backend_type "otp_link worker"');
 
+# the worker's health, for otp_link_admin, who cannot see backend_type in
+# pg_stat_activity (issue 13)
+$node->safe_psql('postgres', 'CREATE ROLE health LOGIN IN ROLE otp_link_admin');
+my $health = $node->safe_psql('postgres', q{
+	SELECT s->>'worker_running', s->>'worker_pid', (s->>'worker_last_round_age_s')::numeric BETWEEN 0 AND 60
+	  FROM otp_link.otp_link_stats() s}, extra_params => [ '-U', 'health' ]);
+is($health, '1|' . worker_pid($node) . '|t',
+	'otp_link_stats() as otp_link_admin: worker_running 1, its pid, a recent round');
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'otp_link worker'",
+	extra_params => [ '-U', 'health' ]), '0',
+	'(pg_stat_activity hides the worker from that role, as operations.md used to suggest)');
+
 my ($inst, $secret) = add_instance($node);
 
 sub delivery
