@@ -12,6 +12,8 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include "pg_compat.h"
+
 /* SQLSTATEs of our own: PostgREST answers PTxyz with HTTP status xyz */
 #define OTP_ERRCODE_RATE_LIMITED	MAKE_SQLSTATE('P','T','4','2','9')
 #define OTP_ERRCODE_NOT_FOUND		MAKE_SQLSTATE('P','T','4','0','4')
@@ -58,7 +60,7 @@ extern Jsonb *otp_jsonb_get_object(Jsonb *j, const char *key, const char *what);
 extern int	otp_jsonb_get_int(Jsonb *j, const char *key, int dflt);
 extern int	otp_instance_limit(Jsonb *options, const char *key, int dflt);
 
-extern void otp_error_no_instance(Datum id) pg_attribute_noreturn();
+pg_noreturn extern void otp_error_no_instance(Datum id);
 extern char *otp_normalize_phone_or_error(const char *input, const char *what);
 extern char *otp_link_url_render(const char *tmpl, const char *token);
 extern bool otp_instance_lookup(Datum id, char **phone, char **name,

@@ -142,7 +142,7 @@ random_base64(int len, bool url)
 	strong_random(raw, len);
 	enclen = pg_b64_enc_len(len);
 	out = palloc(enclen + 1);
-	enclen = pg_b64_encode((const char *) raw, len, out, enclen);
+	enclen = pg_b64_encode((const PG_B64_BYTE *) raw, len, out, enclen);
 	explicit_bzero(raw, sizeof(raw));
 	if (enclen < 0)
 		ereport(ERROR,

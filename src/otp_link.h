@@ -19,6 +19,8 @@
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 
+#include "pg_compat.h"
+
 #define OTP_LINK_VERSION "1.1.0"
 
 /* lengths */

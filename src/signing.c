@@ -67,7 +67,7 @@ otp_webhook_key(const char *secret, int *keylen)
 		return NULL;
 
 	key = palloc(pg_b64_dec_len(b64len) + 1);
-	len = pg_b64_decode(b64, b64len, (char *) key, pg_b64_dec_len(b64len));
+	len = pg_b64_decode(b64, b64len, (PG_B64_BYTE *) key, pg_b64_dec_len(b64len));
 	if (len <= 0)
 	{
 		pfree(key);
@@ -124,7 +124,7 @@ otp_webhook_signature(const uint8 *key, int keylen, const char *msg_id,
 	enclen = pg_b64_enc_len(sizeof(digest));
 	result = palloc(3 + enclen + 1);
 	memcpy(result, "v1,", 3);
-	n = pg_b64_encode((const char *) digest, sizeof(digest), result + 3, enclen);
+	n = pg_b64_encode((const PG_B64_BYTE *) digest, sizeof(digest), result + 3, enclen);
 	if (n < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),

@@ -110,7 +110,7 @@ static OtpLinkShared *otp_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-/* parsed otp_link.retry_schedule (the GUC's "extra", malloc'd by guc.c) */
+/* parsed otp_link.retry_schedule (the GUC's "extra", freed by guc.c) */
 typedef struct RetrySchedule
 {
 	int			n;
@@ -399,7 +399,7 @@ otp_link_worker(PG_FUNCTION_ARGS)
 
 /*
  * otp_link_check_retry_schedule: GUC check hook; parses "0, 500ms, 5s,
- * 5min, 2h, 1d" (a bare number is seconds) into a malloc'd RetrySchedule
+ * 5min, 2h, 1d" (a bare number is seconds) into a guc_malloc'd RetrySchedule
  * passed as *extra.  Returns false, with a detail, on a malformed value.
  */
 bool
@@ -409,8 +409,8 @@ otp_link_check_retry_schedule(char **newval, void **extra, GucSource source)
 	const char *p = *newval;
 	int			n = 0;
 
-	sched = (RetrySchedule *) malloc(offsetof(RetrySchedule, delay_ms) +
-										 OTP_MAX_SCHEDULE * sizeof(int64));
+	sched = (RetrySchedule *) guc_malloc(LOG, offsetof(RetrySchedule, delay_ms) +
+												 OTP_MAX_SCHEDULE * sizeof(int64));
 	if (sched == NULL)
 		return false;
 
@@ -431,7 +431,7 @@ otp_link_check_retry_schedule(char **newval, void **extra, GucSource source)
 		if (end == p || errno != 0 || v < 0 || isnan(v))
 		{
 			GUC_check_errdetail("Each entry must be a non-negative number with an optional unit (ms, s, min, h, d).");
-			free(sched);
+			guc_free(sched);
 			return false;
 		}
 		p = end;
@@ -454,19 +454,19 @@ otp_link_check_retry_schedule(char **newval, void **extra, GucSource source)
 		else
 		{
 			GUC_check_errdetail("Unknown unit \"%.*s\"; use ms, s, min, h or d.", ulen, unit);
-			free(sched);
+			guc_free(sched);
 			return false;
 		}
 		if (v * mult > (double) OTP_MAX_DELAY_MS)
 		{
 			GUC_check_errdetail("A delay may not exceed 30 days.");
-			free(sched);
+			guc_free(sched);
 			return false;
 		}
 		if (n >= OTP_MAX_SCHEDULE)
 		{
 			GUC_check_errdetail("At most %d entries are allowed.", OTP_MAX_SCHEDULE);
-			free(sched);
+			guc_free(sched);
 			return false;
 		}
 		sched->delay_ms[n++] = (int64) (v * mult + 0.5);
@@ -477,7 +477,7 @@ otp_link_check_retry_schedule(char **newval, void **extra, GucSource source)
 		if (*p != ',')
 		{
 			GUC_check_errdetail("Entries must be separated by commas.");
-			free(sched);
+			guc_free(sched);
 			return false;
 		}
 		p++;
@@ -485,7 +485,7 @@ otp_link_check_retry_schedule(char **newval, void **extra, GucSource source)
 	if (n == 0)
 	{
 		GUC_check_errdetail("At least one entry is required.");
-		free(sched);
+		guc_free(sched);
 		return false;
 	}
 	sched->n = n;
@@ -1361,7 +1361,7 @@ wait_for_work(void)
 		timeout = 0;
 
 	nevents = 2 + otp_http_nsockets();
-	set = CreateWaitEventSet(CurrentMemoryContext, nevents);
+	set = CreateWaitEventSet(CurrentResourceOwner, nevents);
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	otp_http_add_wait_events(set);

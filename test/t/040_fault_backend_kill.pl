@@ -78,7 +78,7 @@ ok(wait_until(sub {
 		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'otp_link worker'");
 	$ret == 0 && $out ne '' && $out ne $old_worker;
 }, 30), 'the postmaster restarted the cluster; a new worker runs');
-like(slurp_file($node->logfile), qr/server process \(PID $apid\) was terminated by signal 9/,
+like(slurp_file($node->logfile), qr/(?:server process|client backend) \(PID $apid\) was terminated by signal 9/,
 	'the postmaster saw the backend killed');
 # the sessions are gone
 eval { $a->quit; };
