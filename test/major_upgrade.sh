@@ -65,6 +65,7 @@ finish() {
 	chroot_cleanup	# the 17 cluster and anything else in the chroot
 	rm -rf "$work"
 	[ -z "${croot_src:-}" ] || rm -rf "$croot_src"
+	[ -z "${cw_host:-}" ] || rm -rf "$cw_host"
 }
 trap finish EXIT
 trap 'exit 130' INT
@@ -200,7 +201,8 @@ ok "otp_link built and installed for PostgreSQL $new in $suite"
 
 # pg_dump of 17 against the 15 server (same network namespace: 127.0.0.1)
 cw=/tmp/otp_link-upgrade.$$
-mkdir -p "$root$cw"
+cw_host="$root$cw"
+mkdir -p "$cw_host"
 chmod 777 "$root$cw"
 in_chroot runuser -u postgres -- "$newbin/pg_dump" -h 127.0.0.1 -p "$port_old" -U postgres \
 	-Fc -f "$cw/$db.dump" "$db" 2>"$work/dump.log"
@@ -273,5 +275,4 @@ check "no delivery is left queued or dead on $new" \
 	test "$(sql_new "SELECT count(*) FROM otp_link.deliveries WHERE kind = 'callback' AND status <> 'delivered'")" = 0
 
 in_chroot runuser -u postgres -- "$newbin/pg_ctl" -D "$cw/pg$new" -m fast -w stop >/dev/null || true
-rm -rf "${root:?}$cw"
 report
