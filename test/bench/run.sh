@@ -9,14 +9,15 @@
 # curl), builds and installs the extension (make && make install), starts a
 # throw-away cluster and a local nginx ("return 200;") and receiver
 # (receiver.py) on 127.0.0.1, runs the benchmarks of docs/performance.md,
-# prints a table and appends the machine, date, command and table to
-# docs/performance.md.  Everything it starts is stopped at the end.
+# prints a table and appends the machine, date, command and table to the
+# results log test/bench/results.md.  Everything it starts is stopped at
+# the end.
 #
 # Settings (environment):
 #   BENCH_SCALE=full|small  links stored for the scale test (10M | 1M)
 #   BENCH_T=15              seconds per pgbench throughput run
 #   BENCH_PROFILE=1         profile generate/consume with callgrind (0: skip)
-#   BENCH_DOC=docs/performance.md   where results are appended ("" : nowhere)
+#   BENCH_DOC=test/bench/results.md   where results are appended ("" : nowhere)
 #   BENCH_SKIP_BUILD=1      use the extension already installed
 #   BENCH_KEEP=1            keep the work directory (cluster, logs, profiles)
 #   PG_CONFIG               the pg_config of the PostgreSQL 15 to use
@@ -31,7 +32,7 @@ top=$(pwd)
 BENCH_SCALE=${BENCH_SCALE:-full}
 BENCH_T=${BENCH_T:-15}
 BENCH_PROFILE=${BENCH_PROFILE:-1}
-BENCH_DOC=${BENCH_DOC-docs/performance.md}
+BENCH_DOC=${BENCH_DOC-test/bench/results.md}
 export PG_CONFIG=${PG_CONFIG:-pg_config}
 case "$BENCH_SCALE" in
 	full) big=10000000 ;;
