@@ -19,6 +19,8 @@
 #include "utils/guc.h"
 
 #include "otp_link.h"
+#include "shmem.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 

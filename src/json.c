@@ -1,0 +1,224 @@
+/*-------------------------------------------------------------------------
+ *
+ * json.c
+ *	  JSON for the SQL-callable functions: two writers (otp_json_*, which
+ *	  prints JSON text and parses it once into a Jsonb at the end, and
+ *	  otp_jb_*, which builds a Jsonb directly) and the readers of text and
+ *	  object values in a Jsonb.
+ *
+ * Both writers return a Jsonb, so key order in the output is jsonb's and
+ * the two give the same value for the same keys.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "storage/bufmgr.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/hsearch.h"
+#include "utils/inet.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/uuid.h"
+
+#include "otp_link.h"
+#include "json.h"
+
+/* JSON output: "key": value pairs appended to an object under construction */
+void
+otp_json_key(StringInfo buf, const char *key)
+{
+	if (buf->data[buf->len - 1] != '{')
+		appendStringInfoChar(buf, ',');
+	escape_json(buf, key);
+	appendStringInfoChar(buf, ':');
+}
+
+void
+otp_json_str(StringInfo buf, const char *key, const char *val)
+{
+	otp_json_key(buf, key);
+	if (val)
+		escape_json(buf, val);
+	else
+		appendStringInfoString(buf, "null");
+}
+
+void
+otp_json_raw(StringInfo buf, const char *key, const char *raw)
+{
+	otp_json_key(buf, key);
+	appendStringInfoString(buf, raw ? raw : "null");
+}
+
+/*
+ * otp_json_finish: close the object in buf and parse it into a Jsonb
+ * (palloc'd in the current context).
+ */
+Jsonb *
+otp_json_finish(StringInfo buf)
+{
+	appendStringInfoChar(buf, '}');
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf->data)));
+}
+
+/*
+ * otp_jb_begin, otp_jb_str, otp_jb_finish: build a Jsonb object of string
+ * (or null) values directly, as jsonb_build_object does, instead of
+ * printing JSON text and parsing it again with jsonb_in.  The parse state
+ * and the result are palloc'd in the current context.  Keys must be
+ * distinct (a later one would replace an earlier one); cannot ERROR short of
+ * running out of memory.
+ */
+void
+otp_jb_begin(OtpJsonb *b)
+{
+	b->state = NULL;
+	pushJsonbValue(&b->state, WJB_BEGIN_OBJECT, NULL);
+}
+
+void
+otp_jb_str(OtpJsonb *b, const char *key, const char *val)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = unconstify(char *, key);
+	v.val.string.len = strlen(key);
+	pushJsonbValue(&b->state, WJB_KEY, &v);
+	if (val == NULL)
+		v.type = jbvNull;
+	else
+	{
+		v.val.string.val = unconstify(char *, val);
+		v.val.string.len = strlen(val);
+	}
+	pushJsonbValue(&b->state, WJB_VALUE, &v);
+}
+
+/*
+ * otp_jb_bool, otp_jb_int: a boolean or integer value under key.
+ */
+void
+otp_jb_bool(OtpJsonb *b, const char *key, bool val)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = unconstify(char *, key);
+	v.val.string.len = strlen(key);
+	pushJsonbValue(&b->state, WJB_KEY, &v);
+	v.type = jbvBool;
+	v.val.boolean = val;
+	pushJsonbValue(&b->state, WJB_VALUE, &v);
+}
+
+void
+otp_jb_int(OtpJsonb *b, const char *key, int64 val)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = unconstify(char *, key);
+	v.val.string.len = strlen(key);
+	pushJsonbValue(&b->state, WJB_KEY, &v);
+	v.type = jbvNumeric;
+	v.val.numeric = int64_to_numeric(val);
+	pushJsonbValue(&b->state, WJB_VALUE, &v);
+}
+
+Jsonb *
+otp_jb_finish(OtpJsonb *b)
+{
+	return JsonbValueToJsonb(pushJsonbValue(&b->state, WJB_END_OBJECT, NULL));
+}
+
+/*
+ * otp_format_timestamp: t in UTC as "YYYY-MM-DDTHH:MI:SS+00:00" (whole
+ * seconds, the hosted API's format), palloc'd in the current context.
+ * The same text as to_char(t AT TIME ZONE 'UTC', ...), without the
+ * function call.  ERRORs on an infinite or out-of-range timestamp.
+ */
+char *
+otp_format_timestamp(TimestampTz t)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (TIMESTAMP_NOT_FINITE(t) || timestamp2tm(t, NULL, &tm, &fsec, NULL, NULL) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range")));
+	return psprintf("%04d-%02d-%02dT%02d:%02d:%02d+00:00",
+					tm.tm_year, tm.tm_mon, tm.tm_mday,
+					tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/*
+ * otp_jsonb_get_text: the string value of key in object j, palloc'd; NULL
+ * when absent or JSON null.  ERROR if the value is not a string.
+ */
+char *
+otp_jsonb_get_text(Jsonb *j, const char *key)
+{
+	JsonbValue *v;
+
+	if (j == NULL || !JB_ROOT_IS_OBJECT(j))
+		return NULL;
+	v = getKeyJsonValueFromContainer(&j->root, key, strlen(key), NULL);
+	if (v == NULL || v->type == jbvNull)
+		return NULL;
+	if (v->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("value of \"%s\" must be a string", key)));
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/*
+ * otp_jsonb_get_object: the value of key in j if it is an object, as a new
+ * Jsonb; NULL when absent or null.  ERROR (22023) when it is not an object.
+ */
+Jsonb *
+otp_jsonb_get_object(Jsonb *j, const char *key, const char *what)
+{
+	JsonbValue *v;
+
+	if (j == NULL || !JB_ROOT_IS_OBJECT(j))
+		return NULL;
+	v = getKeyJsonValueFromContainer(&j->root, key, strlen(key), NULL);
+	if (v == NULL || v->type == jbvNull)
+		return NULL;
+	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s.%s must be a JSON object", what, key),
+				 errhint("See docs/sql-reference.md for the keys of %s.", key)));
+	return JsonbValueToJsonb(v);
+}
