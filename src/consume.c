@@ -76,20 +76,19 @@ queue_reply(Datum instance, Datum link, const char *link_id, const char *event,
 	static SPIPlanPtr plan = NULL;
 	Oid			types[6] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID};
 	Datum		values[6];
-	StringInfoData buf;
+	OtpJsonb	jb;
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	otp_json_str(&buf, "to", digits);
-	otp_json_str(&buf, "body", body);
-	otp_json_str(&buf, "event", event);
-	otp_json_str(&buf, "link", link_id);
+	otp_jb_begin(&jb);
+	otp_jb_str(&jb, "to", digits);
+	otp_jb_str(&jb, "body", body);
+	otp_jb_str(&jb, "event", event);
+	otp_jb_str(&jb, "link", link_id);
 
 	values[0] = instance;
 	values[1] = link;
 	values[2] = CStringGetTextDatum(event);
 	values[3] = CStringGetTextDatum(digits);
-	values[4] = JsonbPGetDatum(otp_json_finish(&buf));
+	values[4] = JsonbPGetDatum(otp_jb_finish(&jb));
 	values[5] = CStringGetTextDatum(status);
 	otp_prepare(&plan,
 				"INSERT INTO otp_link.deliveries (instance_id, link_id, kind, event, destination, payload, status) "
@@ -683,22 +682,21 @@ consume(const char *chat_id, const char *body, size_t body_len,
 static Jsonb *
 result_json(ConsumeResult *res, const char *chat_id, const char *message_id)
 {
-	StringInfoData buf;
+	OtpJsonb	jb;
 	char		digits[16];
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	otp_json_str(&buf, "outcome", res->outcome);
-	otp_json_str(&buf, "uuid", res->link_id);
-	otp_json_str(&buf, "chat_id",
+	otp_jb_begin(&jb);
+	otp_jb_str(&jb, "outcome", res->outcome);
+	otp_jb_str(&jb, "uuid", res->link_id);
+	otp_jb_str(&jb, "chat_id",
 				 otp_normalize_phone(chat_id, digits, sizeof(digits)) ?
 				 psprintf("%s@c.us", digits) : chat_id);
-	otp_json_str(&buf, "message_id", message_id);
+	otp_jb_str(&jb, "message_id", message_id);
 	if (res->blocked_until)
-		otp_json_str(&buf, "blocked_until", res->blocked_until);
+		otp_jb_str(&jb, "blocked_until", res->blocked_until);
 	if (res->original)
-		otp_json_str(&buf, "original_outcome", res->original);
-	return otp_json_finish(&buf);
+		otp_jb_str(&jb, "original_outcome", res->original);
+	return otp_jb_finish(&jb);
 }
 
 /* ----------------------------------------------------------------

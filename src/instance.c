@@ -77,7 +77,7 @@ otp_link_instance_create(PG_FUNCTION_ARGS)
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	Oid			types[4] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID};
-	StringInfoData buf;
+	OtpJsonb	jb;
 	char	   *id;
 	char	   *created;
 	int			ret;
@@ -126,15 +126,14 @@ otp_link_instance_create(PG_FUNCTION_ARGS)
 	created = otp_spi_text(2);
 	SPI_finish();
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	otp_json_str(&buf, "uuid", id);
-	otp_json_str(&buf, "phone", digits);
-	otp_json_str(&buf, "chat_id", psprintf("%s@c.us", digits));
-	otp_json_str(&buf, "name", name);
-	otp_json_str(&buf, "secret", secret);
-	otp_json_str(&buf, "created_at", created);
-	PG_RETURN_JSONB_P(otp_json_finish(&buf));
+	otp_jb_begin(&jb);
+	otp_jb_str(&jb, "uuid", id);
+	otp_jb_str(&jb, "phone", digits);
+	otp_jb_str(&jb, "chat_id", psprintf("%s@c.us", digits));
+	otp_jb_str(&jb, "name", name);
+	otp_jb_str(&jb, "secret", secret);
+	otp_jb_str(&jb, "created_at", created);
+	PG_RETURN_JSONB_P(otp_jb_finish(&jb));
 }
 
 /* ----------------------------------------------------------------
@@ -387,7 +386,7 @@ otp_link_instance_update(PG_FUNCTION_ARGS)
 	Jsonb	   *options = NULL;
 	char	   *secret = NULL;
 	bool		rotate = !PG_ARGISNULL(3) && PG_GETARG_BOOL(3);
-	StringInfoData buf;
+	OtpJsonb	jb;
 	char	   *row[4];
 	int			i;
 
@@ -434,14 +433,13 @@ otp_link_instance_update(PG_FUNCTION_ARGS)
 		row[i] = otp_spi_text(i + 1);
 	SPI_finish();
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	otp_json_str(&buf, "uuid", row[0]);
-	otp_json_str(&buf, "phone", row[1]);
-	otp_json_str(&buf, "chat_id", psprintf("%s@c.us", row[1]));
-	otp_json_str(&buf, "name", row[2]);
+	otp_jb_begin(&jb);
+	otp_jb_str(&jb, "uuid", row[0]);
+	otp_jb_str(&jb, "phone", row[1]);
+	otp_jb_str(&jb, "chat_id", psprintf("%s@c.us", row[1]));
+	otp_jb_str(&jb, "name", row[2]);
 	if (secret)
-		otp_json_str(&buf, "secret", secret);
-	otp_json_str(&buf, "created_at", row[3]);
-	PG_RETURN_JSONB_P(otp_json_finish(&buf));
+		otp_jb_str(&jb, "secret", secret);
+	otp_jb_str(&jb, "created_at", row[3]);
+	PG_RETURN_JSONB_P(otp_jb_finish(&jb));
 }

@@ -1,13 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * json.c
- *	  JSON for the SQL-callable functions: two writers (otp_json_*, which
- *	  prints JSON text and parses it once into a Jsonb at the end, and
- *	  otp_jb_*, which builds a Jsonb directly) and the readers of text and
- *	  object values in a Jsonb.
- *
- * Both writers return a Jsonb, so key order in the output is jsonb's and
- * the two give the same value for the same keys.
+ *	  JSON for the SQL-callable functions: one writer (otp_jb_*, which
+ *	  builds a Jsonb object directly, as jsonb_build_object does) and the
+ *	  readers of text and object values in a Jsonb.
  *
  *-------------------------------------------------------------------------
  */
@@ -50,51 +46,30 @@
 #include "otp_link.h"
 #include "json.h"
 
-/* JSON output: "key": value pairs appended to an object under construction */
-void
-otp_json_key(StringInfo buf, const char *key)
-{
-	if (buf->data[buf->len - 1] != '{')
-		appendStringInfoChar(buf, ',');
-	escape_json(buf, key);
-	appendStringInfoChar(buf, ':');
-}
-
-void
-otp_json_str(StringInfo buf, const char *key, const char *val)
-{
-	otp_json_key(buf, key);
-	if (val)
-		escape_json(buf, val);
-	else
-		appendStringInfoString(buf, "null");
-}
-
-void
-otp_json_raw(StringInfo buf, const char *key, const char *raw)
-{
-	otp_json_key(buf, key);
-	appendStringInfoString(buf, raw ? raw : "null");
-}
-
 /*
- * otp_json_finish: close the object in buf and parse it into a Jsonb
- * (palloc'd in the current context).
- */
-Jsonb *
-otp_json_finish(StringInfo buf)
-{
-	appendStringInfoChar(buf, '}');
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf->data)));
-}
-
-/*
- * otp_jb_begin, otp_jb_str, otp_jb_finish: build a Jsonb object of string
- * (or null) values directly, as jsonb_build_object does, instead of
- * printing JSON text and parsing it again with jsonb_in.  The parse state
- * and the result are palloc'd in the current context.  Keys must be
- * distinct (a later one would replace an earlier one); cannot ERROR short of
+ * jb_key: push key (referenced, not copied) into the object under
+ * construction.  Allocates in CurrentMemoryContext; cannot ERROR short of
  * running out of memory.
+ */
+static void
+jb_key(OtpJsonb *b, const char *key)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = unconstify(char *, key);
+	v.val.string.len = strlen(key);
+	pushJsonbValue(&b->state, WJB_KEY, &v);
+}
+
+/*
+ * otp_jb_begin, otp_jb_str, otp_jb_finish: build a Jsonb object directly,
+ * as jsonb_build_object does, instead of printing JSON text and parsing it
+ * again with jsonb_in.  The parse state and the result are palloc'd in the
+ * current context.  Keys and string values are referenced, not copied,
+ * until otp_jb_finish: they must live until then.  Keys must be distinct
+ * (a later one would replace an earlier one, as in jsonb_in); cannot ERROR
+ * short of running out of memory.
  */
 void
 otp_jb_begin(OtpJsonb *b)
@@ -108,14 +83,12 @@ otp_jb_str(OtpJsonb *b, const char *key, const char *val)
 {
 	JsonbValue	v;
 
-	v.type = jbvString;
-	v.val.string.val = unconstify(char *, key);
-	v.val.string.len = strlen(key);
-	pushJsonbValue(&b->state, WJB_KEY, &v);
+	jb_key(b, key);
 	if (val == NULL)
 		v.type = jbvNull;
 	else
 	{
+		v.type = jbvString;
 		v.val.string.val = unconstify(char *, val);
 		v.val.string.len = strlen(val);
 	}
@@ -130,10 +103,7 @@ otp_jb_bool(OtpJsonb *b, const char *key, bool val)
 {
 	JsonbValue	v;
 
-	v.type = jbvString;
-	v.val.string.val = unconstify(char *, key);
-	v.val.string.len = strlen(key);
-	pushJsonbValue(&b->state, WJB_KEY, &v);
+	jb_key(b, key);
 	v.type = jbvBool;
 	v.val.boolean = val;
 	pushJsonbValue(&b->state, WJB_VALUE, &v);
@@ -144,12 +114,43 @@ otp_jb_int(OtpJsonb *b, const char *key, int64 val)
 {
 	JsonbValue	v;
 
-	v.type = jbvString;
-	v.val.string.val = unconstify(char *, key);
-	v.val.string.len = strlen(key);
-	pushJsonbValue(&b->state, WJB_KEY, &v);
+	jb_key(b, key);
 	v.type = jbvNumeric;
 	v.val.numeric = int64_to_numeric(val);
+	pushJsonbValue(&b->state, WJB_VALUE, &v);
+}
+
+/*
+ * otp_jb_raw: the JSON text raw (a column's text output: a number, a
+ * boolean, an object...) as the value under key; NULL gives null.  The
+ * value is the same as jsonb_in would make of raw in place.  Allocates in
+ * CurrentMemoryContext; ERRORs (22P02) if raw is not JSON.
+ */
+void
+otp_jb_raw(OtpJsonb *b, const char *key, const char *raw)
+{
+	JsonbValue	v;
+	Jsonb	   *j;
+
+	jb_key(b, key);
+	if (raw == NULL)
+	{
+		v.type = jbvNull;
+		pushJsonbValue(&b->state, WJB_VALUE, &v);
+		return;
+	}
+	j = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(raw)));
+	if (JB_ROOT_IS_SCALAR(j))
+	{
+		if (!JsonbExtractScalar(&j->root, &v))
+			elog(ERROR, "could not extract a scalar from jsonb");
+	}
+	else
+	{
+		v.type = jbvBinary;
+		v.val.binary.data = &j->root;
+		v.val.binary.len = VARSIZE(j) - VARHDRSZ;
+	}
 	pushJsonbValue(&b->state, WJB_VALUE, &v);
 }
 

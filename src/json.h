@@ -14,12 +14,6 @@
 
 #include "otp_link.h"
 
-/* JSON text in a StringInfo, parsed once into a Jsonb by otp_json_finish */
-extern void otp_json_key(StringInfo buf, const char *key);
-extern void otp_json_str(StringInfo buf, const char *key, const char *val);
-extern void otp_json_raw(StringInfo buf, const char *key, const char *raw);
-extern Jsonb *otp_json_finish(StringInfo buf);
-
 /* a Jsonb object built directly, without printing and parsing JSON text */
 typedef struct OtpJsonb
 {
@@ -30,6 +24,7 @@ extern void otp_jb_begin(OtpJsonb *b);
 extern void otp_jb_str(OtpJsonb *b, const char *key, const char *val);
 extern void otp_jb_bool(OtpJsonb *b, const char *key, bool val);
 extern void otp_jb_int(OtpJsonb *b, const char *key, int64 val);
+extern void otp_jb_raw(OtpJsonb *b, const char *key, const char *raw);
 extern Jsonb *otp_jb_finish(OtpJsonb *b);
 extern char *otp_format_timestamp(TimestampTz t);
 

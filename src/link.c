@@ -10,7 +10,7 @@
  *
  * Locking: generate takes the (instance, rate_key) advisory lock before it
  * counts the links of that key, so concurrent calls cannot both pass the
- * limit.  cancel locks the link row (FOR UPDATE) to change its status.
+ * limit.  cancel is one UPDATE of a pending link (its row lock only).
  *
  *-------------------------------------------------------------------------
  */
@@ -452,7 +452,7 @@ otp_status_json(Datum id, const char *extra_key, const char *extra_val)
 	static SPIPlanPtr plan = NULL;
 	Oid			types[1] = {UUIDOID};
 	Datum		values[1];
-	StringInfoData buf;
+	OtpJsonb	jb;
 	char	   *row[12];
 	int			i;
 
@@ -477,24 +477,23 @@ otp_status_json(Datum id, const char *extra_key, const char *extra_val)
 	for (i = 0; i < 12; i++)
 		row[i] = otp_spi_text(i + 1);
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	otp_json_str(&buf, "uuid", row[0]);
-	otp_json_str(&buf, "status", row[1]);
-	otp_json_str(&buf, "otp_type", "link");
-	otp_json_str(&buf, "chat_id", row[2]);
-	otp_json_str(&buf, "verified_chat_id", row[3]);
-	otp_json_str(&buf, "created_at", row[4]);
-	otp_json_str(&buf, "expires_at", row[5]);
-	otp_json_str(&buf, "finished_at", row[6]);
-	otp_json_str(&buf, "reason", row[7]);
-	otp_json_raw(&buf, "messages_received", row[8]);
-	otp_json_raw(&buf, "redeemed", row[9]);
-	otp_json_raw(&buf, "phone_bound", row[11]);
-	otp_json_raw(&buf, "metadata", row[10]);
+	otp_jb_begin(&jb);
+	otp_jb_str(&jb, "uuid", row[0]);
+	otp_jb_str(&jb, "status", row[1]);
+	otp_jb_str(&jb, "otp_type", "link");
+	otp_jb_str(&jb, "chat_id", row[2]);
+	otp_jb_str(&jb, "verified_chat_id", row[3]);
+	otp_jb_str(&jb, "created_at", row[4]);
+	otp_jb_str(&jb, "expires_at", row[5]);
+	otp_jb_str(&jb, "finished_at", row[6]);
+	otp_jb_str(&jb, "reason", row[7]);
+	otp_jb_raw(&jb, "messages_received", row[8]);
+	otp_jb_raw(&jb, "redeemed", row[9]);
+	otp_jb_raw(&jb, "phone_bound", row[11]);
+	otp_jb_raw(&jb, "metadata", row[10]);
 	if (extra_key)
-		otp_json_raw(&buf, extra_key, extra_val);
-	return otp_json_finish(&buf);
+		otp_jb_raw(&jb, extra_key, extra_val);
+	return otp_jb_finish(&jb);
 }
 
 /*

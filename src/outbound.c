@@ -49,11 +49,46 @@
 #include "worker.h"
 
 /*
+ * sign_webhook: the Standard Webhooks headers (webhook-id, -timestamp,
+ * -signature) of req, signed with the instance's whsec_ secret, and the
+ * optional bearer token; a secret that is not valid makes req invalid.
+ * Allocates in CurrentMemoryContext (the request's); cannot ERROR except
+ * on out of memory.
+ */
+static void
+sign_webhook(OtpHttpRequest *req, char *secret, char *webhook_id, char *token)
+{
+	int			keylen;
+	uint8	   *key = otp_webhook_key(secret, &keylen);
+	int64		ts = (int64) time(NULL);
+
+	if (key == NULL)
+	{
+		req->outcome = OTP_HTTP_INVALID;
+		strlcpy(req->errbuf, "the instance secret is not a valid whsec_ secret", sizeof(req->errbuf));
+	}
+	else
+	{
+		char	   *sig = otp_webhook_signature(key, keylen, webhook_id, ts,
+												req->body, req->bodylen);
+
+		explicit_bzero(key, keylen);
+		req->headers[req->nheaders++] = psprintf("webhook-id: %s", webhook_id);
+		req->headers[req->nheaders++] = psprintf("webhook-timestamp: " INT64_FORMAT, ts);
+		req->headers[req->nheaders++] = psprintf("webhook-signature: %s", sig);
+		if (token != NULL && token[0] != '\0')
+		{
+			req->headers[req->nheaders++] = psprintf("Authorization: Bearer %s", token);
+			req->redact = token;
+		}
+	}
+}
+
+/*
  * otp_build_request: turn one claimed row into an OtpHttpRequest in its own
  * memory context (a child of the loop context, moved under
  * TopMemoryContext by the caller once the claim committed), with its
- * headers and, for
- * signed deliveries, its Standard Webhooks signature.  Runs inside the
+ * headers and, for signed deliveries, its Standard Webhooks signature.  Runs inside the
  * claim transaction (signing needs a resource owner).  Returns NULL after
  * queueing a local "dead"/"invalid" result when the row cannot be sent.
  */
@@ -110,32 +145,7 @@ otp_build_request(MemoryContext parent, HeapTuple tup, TupleDesc desc)
 		}
 	}
 	else
-	{
-		int			keylen;
-		uint8	   *key = otp_webhook_key(secret, &keylen);
-		int64		ts = (int64) time(NULL);
-
-		if (key == NULL)
-		{
-			req->outcome = OTP_HTTP_INVALID;
-			strlcpy(req->errbuf, "the instance secret is not a valid whsec_ secret", sizeof(req->errbuf));
-		}
-		else
-		{
-			char	   *sig = otp_webhook_signature(key, keylen, webhook_id, ts,
-													req->body, req->bodylen);
-
-			explicit_bzero(key, keylen);
-			req->headers[req->nheaders++] = psprintf("webhook-id: %s", webhook_id);
-			req->headers[req->nheaders++] = psprintf("webhook-timestamp: " INT64_FORMAT, ts);
-			req->headers[req->nheaders++] = psprintf("webhook-signature: %s", sig);
-			if (token != NULL && token[0] != '\0')
-			{
-				req->headers[req->nheaders++] = psprintf("Authorization: Bearer %s", token);
-				req->redact = token;
-			}
-		}
-	}
+		sign_webhook(req, secret, webhook_id, token);
 	if (secret)
 		explicit_bzero(secret, strlen(secret));
 

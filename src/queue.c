@@ -253,137 +253,157 @@ run_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 	return SPI_execute_plan(*plan, args, NULL, read_only, count);
 }
 
-/*
- * otp_queue_record: write the outcome of the finished requests in
- * "unrecorded" in one transaction (one UPDATE over unnest()ed arrays), then
- * free the requests.  Retries get their next_attempt_at from the schedule
- * (or a later Retry-After); loop->next_claim is pulled forward to the earliest.
- * Allocates in CurrentMemoryContext (the loop context).  Can ERROR on
- * database errors; the requests are then freed by the caller's cleanup and
- * their leases expire, so they are sent again (at-least-once).
- */
-void
-otp_queue_record(OtpWorkerLoop *loop)
+/* the columns of the recording UPDATE, one array element per request */
+typedef struct ResultArrays
 {
-	int			n = list_length(loop->unrecorded);
-	Datum	   *ids = palloc(n * sizeof(Datum));
-	Datum	   *statuses = palloc(n * sizeof(Datum));
-	Datum	   *nexts = palloc(n * sizeof(Datum));
-	bool	   *nexts_null = palloc(n * sizeof(bool));
-	Datum	   *https = palloc(n * sizeof(Datum));
-	bool	   *https_null = palloc(n * sizeof(bool));
-	Datum	   *errs = palloc(n * sizeof(Datum));
-	bool	   *errs_null = palloc(n * sizeof(bool));
-	Datum	   *atts = palloc(n * sizeof(Datum));
-	TimestampTz now = GetCurrentTimestamp();
-	int			i = 0;
+	Datum	   *ids;
+	Datum	   *statuses;
+	Datum	   *nexts;
+	bool	   *nexts_null;
+	Datum	   *https;
+	bool	   *https_null;
+	Datum	   *errs;
+	bool	   *errs_null;
+	Datum	   *atts;
+} ResultArrays;
+
+/*
+ * result_status: the status a finished request leaves its delivery in
+ * ("delivered" or "dead"; *retry when it may be tried again) and the error
+ * text for last_error in *err (NULL when none).  Allocates in
+ * CurrentMemoryContext; cannot ERROR.
+ */
+static const char *
+result_status(OtpHttpRequest *req, bool *retry, char **err)
+{
+	const char *status = "dead";
+
+	*retry = false;
+	*err = NULL;
+	switch (req->outcome)
+	{
+		case OTP_HTTP_RESPONSE:
+			if (req->http_status >= 200 && req->http_status < 300)
+				status = "delivered";
+			else if (req->http_status == 429 || req->http_status == 408 ||
+					 req->http_status >= 500)
+				*retry = true;
+			else
+				status = "dead";	/* 410, other 4xx, 3xx: never retried */
+			if (req->http_status < 200 || req->http_status >= 300)
+			{
+				char	   *body = clean_text(req->response, req->response_len,
+											  req->redact);
+
+				*err = psprintf("HTTP %d%s%s%s", req->http_status,
+								req->http_status == 410 ? " (gone: the endpoint asked to stop)" : "",
+								body[0] ? ": " : "", body);
+			}
+			break;
+		case OTP_HTTP_TRANSPORT_ERROR:
+			*retry = true;
+			*err = clean_text(req->errbuf, strlen(req->errbuf), req->redact);
+			break;
+		case OTP_HTTP_REFUSED:
+		case OTP_HTTP_INVALID:
+		default:
+			status = "dead";
+			*err = clean_text(req->errbuf, strlen(req->errbuf), req->redact);
+			break;
+	}
+	return status;
+}
+
+/*
+ * result_row: element i of the arrays for one finished request: its
+ * status, the time of its next attempt when retried (from the schedule or
+ * a later Retry-After; loop->next_claim is pulled forward to it), its
+ * HTTP status and error.  Logs a dead delivery.  Allocates in
+ * CurrentMemoryContext; cannot ERROR.
+ */
+static void
+result_row(ResultArrays *a, int i, OtpHttpRequest *req, TimestampTz now,
+		   OtpWorkerLoop *loop)
+{
+	bool		retry;
+	char	   *err;
+	const char *status = result_status(req, &retry, &err);
+
+	a->nexts_null[i] = true;
+	a->nexts[i] = (Datum) 0;
+	if (retry)
+	{
+		int64		delay = otp_retry_delay_ms(req->attempts);
+
+		if (delay < 0)
+			status = "dead";
+		else
+		{
+			TimestampTz at;
+
+			/* cap the seconds before multiplying: a huge value must not wrap */
+			if (req->retry_after_s > 0)
+			{
+				int64		ra_ms = Min(req->retry_after_s,
+										OTP_RETRY_AFTER_CAP_MS / 1000) * 1000;
+
+				if (ra_ms > delay)
+					delay = ra_ms;
+			}
+			at = TimestampTzPlusMilliseconds(now, delay);
+			status = "queued";
+			a->nexts[i] = TimestampTzGetDatum(at);
+			a->nexts_null[i] = false;
+			if (at < loop->next_claim)
+				loop->next_claim = at;
+		}
+	}
+
+	if (strcmp(status, "dead") == 0)
+		ereport(LOG,
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("otp_link delivery " INT64_FORMAT " is dead after %d attempt(s): %s",
+						req->id, req->attempts, err ? err : "")));
+	else
+		elog(DEBUG1, "otp_link delivery " INT64_FORMAT " attempt %d: %s (%d, %.1f ms)",
+			 req->id, req->attempts, status, req->http_status,
+			 req->elapsed_us / 1000.0);
+
+	a->ids[i] = Int64GetDatum(req->id);
+	a->statuses[i] = CStringGetTextDatum(status);
+	a->https[i] = Int32GetDatum(req->http_status);
+	a->https_null[i] = (req->http_status == 0);
+	a->errs[i] = err ? CStringGetTextDatum(err) : (Datum) 0;
+	a->errs_null[i] = (err == NULL);
+	a->atts[i] = Int32GetDatum(req->attempts);
+}
+
+/*
+ * results_update: the one UPDATE, in its own short transaction, that
+ * writes the n results in a (only rows still queued with the same attempt
+ * count: a requeue in between wins).  Allocates in CurrentMemoryContext.
+ * ERRORs on database errors.
+ */
+static void
+results_update(ResultArrays *a, int n)
+{
 	int			dims[1];
 	int			lbs[1] = {1};
 	Oid			argtypes[6] = {INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
 	INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
 	Datum		args[6];
-	ListCell   *lc;
 	int			rc;
 
-	foreach(lc, loop->unrecorded)
-	{
-		OtpHttpRequest *req = (OtpHttpRequest *) lfirst(lc);
-		const char *status = "dead";
-		bool		retry = false;
-		char	   *err = NULL;
-
-		switch (req->outcome)
-		{
-			case OTP_HTTP_RESPONSE:
-				if (req->http_status >= 200 && req->http_status < 300)
-					status = "delivered";
-				else if (req->http_status == 429 || req->http_status == 408 ||
-						 req->http_status >= 500)
-					retry = true;
-				else
-					status = "dead";	/* 410, other 4xx, 3xx: never retried */
-				if (req->http_status < 200 || req->http_status >= 300)
-				{
-					char	   *body = clean_text(req->response, req->response_len,
-												  req->redact);
-
-					err = psprintf("HTTP %d%s%s%s", req->http_status,
-								   req->http_status == 410 ? " (gone: the endpoint asked to stop)" : "",
-								   body[0] ? ": " : "", body);
-				}
-				break;
-			case OTP_HTTP_TRANSPORT_ERROR:
-				retry = true;
-				err = clean_text(req->errbuf, strlen(req->errbuf), req->redact);
-				break;
-			case OTP_HTTP_REFUSED:
-			case OTP_HTTP_INVALID:
-			default:
-				status = "dead";
-				err = clean_text(req->errbuf, strlen(req->errbuf), req->redact);
-				break;
-		}
-
-		nexts_null[i] = true;
-		nexts[i] = (Datum) 0;
-		if (retry)
-		{
-			int64		delay = otp_retry_delay_ms(req->attempts);
-
-			if (delay < 0)
-				status = "dead";
-			else
-			{
-				TimestampTz at;
-
-				/* cap the seconds before multiplying: a huge value must not wrap */
-				if (req->retry_after_s > 0)
-				{
-					int64		ra_ms = Min(req->retry_after_s,
-											OTP_RETRY_AFTER_CAP_MS / 1000) * 1000;
-
-					if (ra_ms > delay)
-						delay = ra_ms;
-				}
-				at = TimestampTzPlusMilliseconds(now, delay);
-				status = "queued";
-				nexts[i] = TimestampTzGetDatum(at);
-				nexts_null[i] = false;
-				if (at < loop->next_claim)
-					loop->next_claim = at;
-			}
-		}
-
-		if (strcmp(status, "dead") == 0)
-			ereport(LOG,
-					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
-					 errmsg("otp_link delivery " INT64_FORMAT " is dead after %d attempt(s): %s",
-							req->id, req->attempts, err ? err : "")));
-		else
-			elog(DEBUG1, "otp_link delivery " INT64_FORMAT " attempt %d: %s (%d, %.1f ms)",
-				 req->id, req->attempts, status, req->http_status,
-				 req->elapsed_us / 1000.0);
-
-		ids[i] = Int64GetDatum(req->id);
-		statuses[i] = CStringGetTextDatum(status);
-		https[i] = Int32GetDatum(req->http_status);
-		https_null[i] = (req->http_status == 0);
-		errs[i] = err ? CStringGetTextDatum(err) : (Datum) 0;
-		errs_null[i] = (err == NULL);
-		atts[i] = Int32GetDatum(req->attempts);
-		i++;
-	}
-
 	dims[0] = n;
-	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	args[1] = PointerGetDatum(construct_array(statuses, n, TEXTOID, -1, false, TYPALIGN_INT));
-	args[2] = PointerGetDatum(construct_md_array(nexts, nexts_null, 1, dims, lbs,
+	args[0] = PointerGetDatum(construct_array(a->ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_array(a->statuses, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_md_array(a->nexts, a->nexts_null, 1, dims, lbs,
 												 TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	args[3] = PointerGetDatum(construct_md_array(https, https_null, 1, dims, lbs,
+	args[3] = PointerGetDatum(construct_md_array(a->https, a->https_null, 1, dims, lbs,
 												 INT4OID, 4, true, TYPALIGN_INT));
-	args[4] = PointerGetDatum(construct_md_array(errs, errs_null, 1, dims, lbs,
+	args[4] = PointerGetDatum(construct_md_array(a->errs, a->errs_null, 1, dims, lbs,
 												 TEXTOID, -1, false, TYPALIGN_INT));
-	args[5] = PointerGetDatum(construct_array(atts, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[5] = PointerGetDatum(construct_array(a->atts, n, INT4OID, 4, true, TYPALIGN_INT));
 
 	otp_worker_begin_tx("otp_link: recording delivery results");
 	if (otp_extension_ready())
@@ -413,6 +433,39 @@ otp_queue_record(OtpWorkerLoop *loop)
 							SPI_result_code_string(rc))));
 	}
 	otp_worker_end_tx();
+}
+
+/*
+ * otp_queue_record: write the outcome of the finished requests in
+ * "unrecorded" in one transaction (one UPDATE over unnest()ed arrays), then
+ * free the requests.  Retries get their next_attempt_at from the schedule
+ * (or a later Retry-After); loop->next_claim is pulled forward to the earliest.
+ * Allocates in CurrentMemoryContext (the loop context).  Can ERROR on
+ * database errors; the requests are then freed by the caller's cleanup and
+ * their leases expire, so they are sent again (at-least-once).
+ */
+void
+otp_queue_record(OtpWorkerLoop *loop)
+{
+	int			n = list_length(loop->unrecorded);
+	ResultArrays a;
+	TimestampTz now = GetCurrentTimestamp();
+	int			i = 0;
+	ListCell   *lc;
+
+	a.ids = palloc(n * sizeof(Datum));
+	a.statuses = palloc(n * sizeof(Datum));
+	a.nexts = palloc(n * sizeof(Datum));
+	a.nexts_null = palloc(n * sizeof(bool));
+	a.https = palloc(n * sizeof(Datum));
+	a.https_null = palloc(n * sizeof(bool));
+	a.errs = palloc(n * sizeof(Datum));
+	a.errs_null = palloc(n * sizeof(bool));
+	a.atts = palloc(n * sizeof(Datum));
+
+	foreach(lc, loop->unrecorded)
+		result_row(&a, i++, (OtpHttpRequest *) lfirst(lc), now, loop);
+	results_update(&a, n);
 
 	foreach(lc, loop->unrecorded)
 		MemoryContextDelete(((OtpHttpRequest *) lfirst(lc))->cxt);
@@ -463,90 +516,98 @@ static const char *claim_sql =
 "   CASE WHEN d.kind = 'reply' THEN e.ep ->> 'token' END";
 
 /*
- * otp_queue_claim_and_send: claim up to "slots" due deliveries in one short
- * transaction, then (after COMMIT) start their requests.  Sets loop->next_claim:
- * now when the batch was full (more may be due), else the earliest
- * next_attempt_at still queued.  Can ERROR on database errors (nothing has
- * been sent then).
+ * claim_rows: claim up to "slots" due deliveries (FOR UPDATE SKIP LOCKED,
+ * a lease of timeout + margin, the attempt counted) and build their
+ * requests.  Runs inside the claim's transaction; the list and requests
+ * live in loop->cxt.  ERRORs on database errors.
  */
-void
-otp_queue_claim_and_send(OtpWorkerLoop *loop, int slots)
+static List *
+claim_rows(OtpWorkerLoop *loop, int slots)
 {
 	static SPIPlanPtr claim_plan = NULL;
-	static SPIPlanPtr next_plan = NULL;
+	Oid			argtypes[2] = {INT4OID, INT8OID};
+	Datum		args[2];
 	List	   *reqs = NIL;
-	ListCell   *lc;
-	TimestampTz now = GetCurrentTimestamp();
-	TimestampTz fallback = TimestampTzPlusMilliseconds(now, otp_link_sweep_interval_ms);
+	int			rc;
+	uint64		i;
+	uint64		claimed;
 
-	otp_worker_begin_tx("otp_link: claiming deliveries");
-	if (!otp_extension_ready())
-		loop->next_claim = fallback;
-	else
+	args[0] = Int32GetDatum(slots);
+	args[1] = Int64GetDatum((int64) otp_link_timeout_ms + OTP_LEASE_MARGIN_MS);
+	rc = run_kept(&claim_plan, claim_sql, 2, argtypes, args, false, 0, 0);
+	if (rc != SPI_OK_UPDATE_RETURNING)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("otp_link worker could not claim deliveries: %s",
+						SPI_result_code_string(rc))));
+	claimed = SPI_processed;
+	for (i = 0; i < claimed; i++)
 	{
-		Oid			argtypes[2] = {INT4OID, INT8OID};
-		Datum		args[2];
-		int			rc;
-		uint64		i;
-		uint64		claimed;
-
-		args[0] = Int32GetDatum(slots);
-		args[1] = Int64GetDatum((int64) otp_link_timeout_ms + OTP_LEASE_MARGIN_MS);
-		rc = run_kept(&claim_plan, claim_sql, 2, argtypes, args, false, 0, 0);
-		if (rc != SPI_OK_UPDATE_RETURNING)
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("otp_link worker could not claim deliveries: %s",
-							SPI_result_code_string(rc))));
-		claimed = SPI_processed;
-		for (i = 0; i < claimed; i++)
-		{
-			OtpHttpRequest *req = otp_build_request(loop->cxt, SPI_tuptable->vals[i],
+		OtpHttpRequest *req = otp_build_request(loop->cxt, SPI_tuptable->vals[i],
 												SPI_tuptable->tupdesc);
-			MemoryContext old = MemoryContextSwitchTo(loop->cxt);
+		MemoryContext old = MemoryContextSwitchTo(loop->cxt);
 
-			/* the list must survive SPI_finish() */
-			reqs = lappend(reqs, req);
-			MemoryContextSwitchTo(old);
-		}
+		/* the list must survive SPI_finish() */
+		reqs = lappend(reqs, req);
+		MemoryContextSwitchTo(old);
+	}
+	return reqs;
+}
 
-		if (claimed >= (uint64) slots)
-			loop->next_claim = now;
-		else
+/*
+ * next_due: when the next unclaimed delivery is due, at the latest
+ * fallback (a second ahead when one is due now but row-locked by
+ * someone).  Runs inside the claim's transaction; allocates in SPI's
+ * context.  Can ERROR on database errors.
+ */
+static TimestampTz
+next_due(TimestampTz now, TimestampTz fallback)
+{
+	static SPIPlanPtr next_plan = NULL;
+	TimestampTz next = fallback;
+	int			rc;
+
+	/*
+	 * Not read-only: SPI then increments the command counter and takes a
+	 * new snapshot, which sees the leases the claim just took.  Read-only,
+	 * it ran on the first snapshot, saw the claimed rows as due and pushed
+	 * next_claim a second ahead for nothing.
+	 */
+	rc = run_kept(&next_plan,
+				  "SELECT pg_catalog.min(next_attempt_at) FROM otp_link.deliveries"
+				  " WHERE status = 'queued'"
+				  "   AND (locked_until IS NULL OR locked_until < pg_catalog.now())",
+				  0, NULL, NULL, false, 1, 0);
+	if (rc == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
 		{
-			/*
-			 * Not read-only: SPI then increments the command counter and
-			 * takes a new snapshot, which sees the leases the claim just
-			 * took.  Read-only, it ran on the first snapshot, saw the claimed
-			 * rows as due and pushed loop->next_claim a second ahead for nothing.
-			 */
-			rc = run_kept(&next_plan,
-						  "SELECT pg_catalog.min(next_attempt_at) FROM otp_link.deliveries"
-						  " WHERE status = 'queued'"
-						  "   AND (locked_until IS NULL OR locked_until < pg_catalog.now())",
-						  0, NULL, NULL, false, 1, 0);
-			loop->next_claim = fallback;
-			if (rc == SPI_OK_SELECT && SPI_processed == 1)
-			{
-				bool		isnull;
-				Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
-											  SPI_tuptable->tupdesc, 1, &isnull);
+			TimestampTz due = DatumGetTimestampTz(d);
 
-				if (!isnull)
-				{
-					TimestampTz due = DatumGetTimestampTz(d);
-
-					/* due but not claimed: row-locked by someone; look again soon */
-					if (due <= now)
-						due = TimestampTzPlusMilliseconds(now, 1000);
-					loop->next_claim = Min(due, fallback);
-				}
-			}
+			/* due but not claimed: row-locked by someone; look again soon */
+			if (due <= now)
+				due = TimestampTzPlusMilliseconds(now, 1000);
+			next = Min(due, fallback);
 		}
 	}
-	otp_worker_end_tx();
+	return next;
+}
 
-	/* the transaction is closed: now talk to the network */
+/*
+ * start_requests: after the claim's COMMIT, hand the requests to http.c;
+ * one that cannot start goes straight to loop->unrecorded.  The requests
+ * move under TopMemoryContext (they outlive the round).  Cannot ERROR
+ * except on out of memory.
+ */
+static void
+start_requests(OtpWorkerLoop *loop, List *reqs)
+{
+	ListCell   *lc;
+
 	foreach(lc, reqs)
 	{
 		OtpHttpRequest *req = (OtpHttpRequest *) lfirst(lc);
@@ -560,6 +621,37 @@ otp_queue_claim_and_send(OtpWorkerLoop *loop, int slots)
 			loop->unrecorded = lappend(loop->unrecorded, req);
 		MemoryContextSwitchTo(old);
 	}
+}
+
+/*
+ * otp_queue_claim_and_send: claim up to "slots" due deliveries in one short
+ * transaction, then (after COMMIT) start their requests.  Sets loop->next_claim:
+ * now when the batch was full (more may be due), else the earliest
+ * next_attempt_at still queued.  Can ERROR on database errors (nothing has
+ * been sent then).
+ */
+void
+otp_queue_claim_and_send(OtpWorkerLoop *loop, int slots)
+{
+	List	   *reqs = NIL;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz fallback = TimestampTzPlusMilliseconds(now, otp_link_sweep_interval_ms);
+
+	otp_worker_begin_tx("otp_link: claiming deliveries");
+	if (!otp_extension_ready())
+		loop->next_claim = fallback;
+	else
+	{
+		reqs = claim_rows(loop, slots);
+		if (list_length(reqs) >= slots)
+			loop->next_claim = now;
+		else
+			loop->next_claim = next_due(now, fallback);
+	}
+	otp_worker_end_tx();
+
+	/* the transaction is closed: now talk to the network */
+	start_requests(loop, reqs);
 }
 
 /* ----------------------------------------------------------------

@@ -49,25 +49,23 @@ binding_matches(bytea *want, text *b)
 static Jsonb *
 redeem_response(const char *result, char **row)
 {
-	StringInfoData buf;
+	OtpJsonb	jb;
+	char		digits[16];		/* referenced until otp_jb_finish */
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	otp_json_str(&buf, "result", result);
+	otp_jb_begin(&jb);
+	otp_jb_str(&jb, "result", result);
 	/* only a successful exchange tells which link the token belonged to */
 	if (strcmp(result, "redeemed") == 0)
 	{
-		char		digits[16];
-
-		otp_json_str(&buf, "uuid", row[0]);
-		otp_json_str(&buf, "chat_id", row[3]);
-		otp_json_str(&buf, "phone",
+		otp_jb_str(&jb, "uuid", row[0]);
+		otp_jb_str(&jb, "chat_id", row[3]);
+		otp_jb_str(&jb, "phone",
 					 row[3] && otp_normalize_phone(row[3], digits, sizeof(digits)) ? digits : NULL);
-		otp_json_str(&buf, "verified_at", row[5]);
-		otp_json_str(&buf, "instance", row[6]);
-		otp_json_raw(&buf, "metadata", row[4]);
+		otp_jb_str(&jb, "verified_at", row[5]);
+		otp_jb_str(&jb, "instance", row[6]);
+		otp_jb_raw(&jb, "metadata", row[4]);
 	}
-	return otp_json_finish(&buf);
+	return otp_jb_finish(&jb);
 }
 
 /* ----------------------------------------------------------------

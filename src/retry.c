@@ -66,6 +66,61 @@ static pg_prng_state prng;
  */
 
 /*
+ * parse_entry: one entry of the schedule at *pp, a non-negative number
+ * with an optional unit (ms, s, min, h, d; seconds when none), into
+ * *delay_ms; advances *pp past it.  Returns false, with the GUC's error
+ * detail set, on a bad entry.  Allocates nothing; cannot ERROR.
+ */
+static bool
+parse_entry(const char **pp, int64 *delay_ms)
+{
+	const char *p = *pp;
+	char	   *end;
+	double		v;
+	double		mult;
+	const char *unit;
+	int			ulen;
+
+	errno = 0;
+	v = strtod(p, &end);
+	if (end == p || errno != 0 || v < 0 || isnan(v))
+	{
+		GUC_check_errdetail("Each entry must be a non-negative number with an optional unit (ms, s, min, h, d).");
+		return false;
+	}
+	p = end;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	unit = p;
+	while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))
+		p++;
+	ulen = p - unit;
+	if (ulen == 0 || (ulen == 1 && pg_strncasecmp(unit, "s", 1) == 0))
+		mult = 1000;
+	else if (ulen == 2 && pg_strncasecmp(unit, "ms", 2) == 0)
+		mult = 1;
+	else if (ulen == 3 && pg_strncasecmp(unit, "min", 3) == 0)
+		mult = 60000;
+	else if (ulen == 1 && pg_strncasecmp(unit, "h", 1) == 0)
+		mult = 3600000;
+	else if (ulen == 1 && pg_strncasecmp(unit, "d", 1) == 0)
+		mult = 86400000;
+	else
+	{
+		GUC_check_errdetail("Unknown unit \"%.*s\"; use ms, s, min, h or d.", ulen, unit);
+		return false;
+	}
+	if (v * mult > (double) OTP_MAX_DELAY_MS)
+	{
+		GUC_check_errdetail("A delay may not exceed 30 days.");
+		return false;
+	}
+	*delay_ms = (int64) (v * mult + 0.5);
+	*pp = p;
+	return true;
+}
+
+/*
  * otp_link_check_retry_schedule: GUC check hook; parses "0, 500ms, 5s,
  * 5min, 2h, 1d" (a bare number is seconds) into a guc_malloc'd RetrySchedule
  * passed as *extra.  Returns false, with a detail, on a malformed value.
@@ -84,50 +139,14 @@ otp_link_check_retry_schedule(char **newval, void **extra, GucSource source)
 
 	for (;;)
 	{
-		char	   *end;
-		double		v;
-		double		mult;
-		const char *unit;
-		int			ulen;
+		int64		delay;
 
 		while (*p == ' ' || *p == '\t')
 			p++;
 		if (*p == '\0' && n == 0)
 			break;
-		errno = 0;
-		v = strtod(p, &end);
-		if (end == p || errno != 0 || v < 0 || isnan(v))
+		if (!parse_entry(&p, &delay))
 		{
-			GUC_check_errdetail("Each entry must be a non-negative number with an optional unit (ms, s, min, h, d).");
-			guc_free(sched);
-			return false;
-		}
-		p = end;
-		while (*p == ' ' || *p == '\t')
-			p++;
-		unit = p;
-		while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))
-			p++;
-		ulen = p - unit;
-		if (ulen == 0 || (ulen == 1 && pg_strncasecmp(unit, "s", 1) == 0))
-			mult = 1000;
-		else if (ulen == 2 && pg_strncasecmp(unit, "ms", 2) == 0)
-			mult = 1;
-		else if (ulen == 3 && pg_strncasecmp(unit, "min", 3) == 0)
-			mult = 60000;
-		else if (ulen == 1 && pg_strncasecmp(unit, "h", 1) == 0)
-			mult = 3600000;
-		else if (ulen == 1 && pg_strncasecmp(unit, "d", 1) == 0)
-			mult = 86400000;
-		else
-		{
-			GUC_check_errdetail("Unknown unit \"%.*s\"; use ms, s, min, h or d.", ulen, unit);
-			guc_free(sched);
-			return false;
-		}
-		if (v * mult > (double) OTP_MAX_DELAY_MS)
-		{
-			GUC_check_errdetail("A delay may not exceed 30 days.");
 			guc_free(sched);
 			return false;
 		}
@@ -137,7 +156,7 @@ otp_link_check_retry_schedule(char **newval, void **extra, GucSource source)
 			guc_free(sched);
 			return false;
 		}
-		sched->delay_ms[n++] = (int64) (v * mult + 0.5);
+		sched->delay_ms[n++] = delay;
 		while (*p == ' ' || *p == '\t')
 			p++;
 		if (*p == '\0')

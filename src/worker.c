@@ -218,14 +218,14 @@ one_round(void)
 }
 
 /*
- * otp_link_worker_main: entry point of the background worker.  Connects to
- * otp_link.database, publishes its latch, and loops until SIGTERM or
- * postmaster death.  An ERROR in a round is logged, the transaction
- * aborted, and the loop goes on after a short pause; requests whose result
- * could not be recorded are sent again when their lease expires.
+ * worker_start: the worker's setup: signals, the connection to
+ * otp_link.database, its identity in shared memory, safe settings
+ * (search_path, lock_timeout), the loop context and libcurl.  Allocates in
+ * TopMemoryContext; ERRORs (FATAL in a worker) when the database is
+ * missing.
  */
-void
-otp_link_worker_main(Datum arg)
+static void
+worker_start(void)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -258,6 +258,66 @@ otp_link_worker_main(Datum arg)
 	loop.cxt = AllocSetContextCreate(TopMemoryContext, "otp_link worker loop",
 									 ALLOCSET_DEFAULT_SIZES);
 	otp_http_init();
+}
+
+/*
+ * reload_config: after SIGHUP, read the configuration again, reconfigure
+ * libcurl and look for work at once.  Can ERROR like ProcessConfigFile.
+ */
+static void
+reload_config(void)
+{
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	otp_http_reconfigure();
+	loop.next_claim = 0;
+	loop.next_sweep = Min(loop.next_sweep,
+						  TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  otp_link_sweep_interval_ms));
+}
+
+/*
+ * recover_from_error: after an ERROR in a round: report it, abort the
+ * transaction, drop the unrecorded requests (their leases expire: they
+ * are sent again) and wait a second, so as not to spin on a persistent
+ * error.  Called in PG_CATCH; cannot ERROR.
+ */
+static void
+recover_from_error(void)
+{
+	ListCell   *lc;
+
+	HOLD_INTERRUPTS();
+	MemoryContextSwitchTo(loop.cxt);
+	EmitErrorReport();
+	FlushErrorState();
+	AbortOutOfAnyTransaction();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	/* their leases expire: they are sent again */
+	foreach(lc, loop.unrecorded)
+		MemoryContextDelete(((OtpHttpRequest *) lfirst(lc))->cxt);
+	list_free(loop.unrecorded);
+	loop.unrecorded = NIL;
+	loop.next_claim = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+	RESUME_INTERRUPTS();
+
+	/* do not spin on a persistent error */
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 1000L, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
+/*
+ * otp_link_worker_main: entry point of the background worker.  Connects to
+ * otp_link.database, publishes its latch, and loops until SIGTERM or
+ * postmaster death.  An ERROR in a round is logged, the transaction
+ * aborted, and the loop goes on after a short pause; requests whose result
+ * could not be recorded are sent again when their lease expires.
+ */
+void
+otp_link_worker_main(Datum arg)
+{
+	worker_start();
 
 	ereport(LOG,
 			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
@@ -273,39 +333,12 @@ otp_link_worker_main(Datum arg)
 			/* SIGTERM exits here (FATAL); a cancel is an ERROR caught below */
 			CHECK_FOR_INTERRUPTS();
 			if (ConfigReloadPending)
-			{
-				ConfigReloadPending = false;
-				ProcessConfigFile(PGC_SIGHUP);
-				otp_http_reconfigure();
-				loop.next_claim = 0;
-				loop.next_sweep = Min(loop.next_sweep,
-								 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-															 otp_link_sweep_interval_ms));
-			}
+				reload_config();
 			one_round();
 		}
 		PG_CATCH();
 		{
-			ListCell   *lc;
-
-			HOLD_INTERRUPTS();
-			MemoryContextSwitchTo(loop.cxt);
-			EmitErrorReport();
-			FlushErrorState();
-			AbortOutOfAnyTransaction();
-			pgstat_report_activity(STATE_IDLE, NULL);
-			/* their leases expire: they are sent again */
-			foreach(lc, loop.unrecorded)
-				MemoryContextDelete(((OtpHttpRequest *) lfirst(lc))->cxt);
-			list_free(loop.unrecorded);
-			loop.unrecorded = NIL;
-			loop.next_claim = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
-			RESUME_INTERRUPTS();
-
-			/* do not spin on a persistent error */
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 1000L, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
+			recover_from_error();
 		}
 		PG_END_TRY();
 
