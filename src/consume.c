@@ -22,14 +22,10 @@
 #include "postgres.h"
 
 #include "catalog/namespace.h"
-#include "catalog/pg_type.h"
-#include "commands/trigger.h"
-#include "executor/spi.h"
-#include "fmgr.h"
+
 #include "utils/builtins.h"
-#include "utils/jsonb.h"
+
 #include "utils/lsyscache.h"
-#include "utils/uuid.h"
 
 #include "otp_link.h"
 #include "api.h"

@@ -15,39 +15,18 @@
  */
 #include "postgres.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
-#include "access/genam.h"
-#include "access/heapam.h"
-#include "access/htup_details.h"
-#include "access/stratnum.h"
-#include "access/table.h"
-#include "access/xact.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_am.h"
+
 #include "catalog/pg_namespace.h"
-#include "catalog/pg_type.h"
+
 #include "common/hashfn.h"
-#include "executor/spi.h"
-#include "fmgr.h"
-#include "mb/pg_wchar.h"
+
 #include "miscadmin.h"
-#include "nodes/makefuncs.h"
-#include "storage/bufmgr.h"
-#include "storage/lock.h"
+
 #include "utils/builtins.h"
-#include "utils/fmgroids.h"
-#include "utils/hsearch.h"
-#include "utils/inet.h"
-#include "utils/json.h"
-#include "utils/jsonb.h"
-#include "utils/numeric.h"
-#include "utils/rel.h"
+
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
-#include "utils/uuid.h"
 
 #include "otp_link.h"
 #include "spi.h"
