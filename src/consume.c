@@ -1,35 +1,31 @@
 /*-------------------------------------------------------------------------
  *
  * consume.c
- *	  SQL-callable functions of a link's second half: incoming messages
- *	  verify, fail or expire links (otp_link_consume_message, the trigger
- *	  function and the WhatsApp Cloud API webhook walker), the expiry sweep
- *	  (otp_link_expire) and the one-time token exchange (otp_link_redeem).
+ *	  Incoming messages: otp_link_consume_message, the trigger function
+ *	  otp_link_consume_trigger and the WhatsApp Cloud API webhook walker
+ *	  otp_link_consume_webhook decide whether a message verifies, fails or
+ *	  is ignored, and queue the reply and the callback.
  *
  * The reply to the user and the callback to the application are rows of
  * otp_link.deliveries written in the same transaction as the status
  * change.  A message without a bracketed code returns "ignored" after one
  * memchr and touches no table.
  *
- * Concurrency: the matching link row is locked (FOR UPDATE) before its
- * outcome is decided, so many messages carrying one code verify it exactly
- * once; the message id is claimed in otp_link.messages_seen before any
- * other write, so a redelivered webhook is a "duplicate" and writes
- * nothing else.
+ * Locking: the sender's advisory lock (OTP_LOCK_SENDER) is taken first;
+ * then the matching link row is locked (FOR UPDATE) before its outcome is
+ * decided, so many messages carrying one code verify it exactly once; the
+ * message id is claimed in otp_link.messages_seen before any other write,
+ * so a redelivered webhook is a "duplicate" and writes nothing else.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "catalog/namespace.h"
-#include "catalog/pg_type.h"
-#include "commands/trigger.h"
-#include "executor/spi.h"
-#include "fmgr.h"
+
 #include "utils/builtins.h"
-#include "utils/jsonb.h"
+
 #include "utils/lsyscache.h"
-#include "utils/uuid.h"
 
 #include "otp_link.h"
 #include "api.h"
@@ -37,18 +33,6 @@
 PG_FUNCTION_INFO_V1(otp_link_consume_message);
 PG_FUNCTION_INFO_V1(otp_link_consume_trigger);
 PG_FUNCTION_INFO_V1(otp_link_consume_webhook);
-PG_FUNCTION_INFO_V1(otp_link_expire);
-PG_FUNCTION_INFO_V1(otp_link_redeem);
-
-#define ISO(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')"
-
-/* the "data" object of a callback, from links l joined to instances i */
-#define LINK_DATA_SQL \
-	"jsonb_build_object('uuid', l.id, 'status', l.status, 'otp_type', 'link', " \
-	"'chat_id', i.phone || '@c.us', 'verified_chat_id', l.chat_id, " \
-	"'name', l.name, 'reason', l.reason, " \
-	"'created_at', " ISO("l.created_at") ", 'expires_at', " ISO("l.expires_at") ", " \
-	"'finished_at', " ISO("l.finished_at") ", 'metadata', l.metadata)"
 
 #define MAX_MESSAGE_ID_LEN	256
 #define MAX_REPLIES_AFTER_FINISH 3	/* messages to a finished link that get a reply */
@@ -88,20 +72,19 @@ queue_reply(Datum instance, Datum link, const char *link_id, const char *event,
 	static SPIPlanPtr plan = NULL;
 	Oid			types[6] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID};
 	Datum		values[6];
-	StringInfoData buf;
+	OtpJsonb	jb;
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	otp_json_str(&buf, "to", digits);
-	otp_json_str(&buf, "body", body);
-	otp_json_str(&buf, "event", event);
-	otp_json_str(&buf, "link", link_id);
+	otp_jb_begin(&jb);
+	otp_jb_str(&jb, "to", digits);
+	otp_jb_str(&jb, "body", body);
+	otp_jb_str(&jb, "event", event);
+	otp_jb_str(&jb, "link", link_id);
 
 	values[0] = instance;
 	values[1] = link;
 	values[2] = CStringGetTextDatum(event);
 	values[3] = CStringGetTextDatum(digits);
-	values[4] = JsonbPGetDatum(otp_json_finish(&buf));
+	values[4] = JsonbPGetDatum(otp_jb_finish(&jb));
 	values[5] = CStringGetTextDatum(status);
 	otp_prepare(&plan,
 				"INSERT INTO otp_link.deliveries (instance_id, link_id, kind, event, destination, payload, status) "
@@ -349,56 +332,53 @@ render(Jsonb *messages, const char *key, const char *link, const char *name,
 	return buf.data;
 }
 
-/*
- * consume: the whole decision for one message.  chat_id is the raw sender
- * id, body the message text (may be NULL), message_id may be NULL,
- * instance may be (Datum) 0 when has_instance is false.  Connects to SPI
- * itself; results are palloc'd in the caller's context.  ERRORs on bad
- * input (22023) and unknown instance (PT404); when lenient (the trigger
- * and the webhook walker, whose rows must not be lost), a sender id that is
- * no phone number makes the message "ignored" instead.
- */
-static ConsumeResult
-consume(const char *chat_id, const char *body, size_t body_len,
-		const char *message_id, bool has_instance, Datum instance, bool lenient)
+/* the locked link row of consume, read once */
+typedef struct LinkRow
 {
-	static SPIPlanPtr link_plan = NULL;
-	static SPIPlanPtr inst_plan = NULL;
-	static SPIPlanPtr verify_plan = NULL;
-	ConsumeResult res = {0};
-	char		code[OTP_CODE_LEN + 1];
-	char		digits[16];
-	char	   *sender;
-	Jsonb	   *inst_options = NULL;
-	Oid			types[1] = {BYTEAOID};
-	Datum		values[1];
-	bool		isnull;
+	Datum		link;			/* links.id (uuid) */
+	char	   *link_id;		/* the same, as text */
+	char	   *status;
+	bool		overdue;		/* expires_at <= now() */
+	char	   *bound;			/* links.phone, or NULL */
+	Datum		inst;			/* instance_id */
+	char	   *name;
+	Jsonb	   *messages;
+	Jsonb	   *callbacks;
+	char	   *link_url;
+	const char *rstatus;		/* reply_status of the instance's options */
+	int32		received;		/* messages_received */
+} LinkRow;
 
+/*
+ * consume_precheck: the checks of consume that touch no table.  Extracts
+ * the code into code and the sender's digits into digits; returns false
+ * when the message is "ignored".  *message_id is set to NULL when empty.
+ * Allocates nothing; ERRORs (22001, 22023) on bad input unless lenient.
+ */
+static bool
+consume_precheck(const char *chat_id, const char *body, size_t body_len,
+				 const char **message_id, bool lenient, char *code,
+				 char *digits, size_t digits_len)
+{
 	/* ordinary chat: nothing to do */
 	if (body == NULL || !otp_extract_code(body, body_len, code))
-	{
-		res.outcome = "ignored";
-		return res;
-	}
+		return false;
 	/* an empty message id is no id: it must not make other messages duplicates */
-	if (message_id && message_id[0] == '\0')
-		message_id = NULL;
+	if (*message_id && (*message_id)[0] == '\0')
+		*message_id = NULL;
 	/*
 	 * An over-long id is refused to a caller, but skipped in the trigger and
 	 * the webhook: one bad message must not fail a whole batch, which the
 	 * provider would then retry for ever.
 	 */
-	if (message_id && strlen(message_id) > MAX_MESSAGE_ID_LEN && lenient)
-	{
-		res.outcome = "ignored";
-		return res;
-	}
-	if (message_id && strlen(message_id) > MAX_MESSAGE_ID_LEN)
+	if (*message_id && strlen(*message_id) > MAX_MESSAGE_ID_LEN && lenient)
+		return false;
+	if (*message_id && strlen(*message_id) > MAX_MESSAGE_ID_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
 				 errmsg("message_id is longer than %d bytes", MAX_MESSAGE_ID_LEN),
 				 errhint("Pass the provider's message id, e.g. wamid.HBgM....")));
-	if (!otp_normalize_phone(chat_id, digits, sizeof(digits)))
+	if (!otp_normalize_phone(chat_id, digits, digits_len))
 	{
 		size_t		len = strlen(chat_id);
 
@@ -407,55 +387,77 @@ consume(const char *chat_id, const char *body, size_t body_len,
 			(len > 5 && pg_strcasecmp(chat_id + len - 5, "@g.us") == 0) ||
 			(len > 10 && pg_strcasecmp(chat_id + len - 10, "@broadcast") == 0) ||
 			(len > 11 && pg_strcasecmp(chat_id + len - 11, "@newsletter") == 0))
-		{
-			res.outcome = "ignored";
-			return res;
-		}
+			return false;
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid chat id: \"%s\"", chat_id),
 				 errdetail("A chat id is 201234567890@c.us, +20 123 456 7890 or 8 to 15 digits."),
 				 errhint("Pass the sender's WhatsApp id as the provider reports it.")));
 	}
-	sender = psprintf("%s@c.us", digits);
+	return true;
+}
 
-	otp_spi_connect();
+/*
+ * consume_instance_options: the options of the given instance, copied
+ * into CurrentMemoryContext.  Connected to SPI.  ERRORs (PT404) when there
+ * is no such instance.
+ */
+static Jsonb *
+consume_instance_options(Datum instance)
+{
+	static SPIPlanPtr inst_plan = NULL;
+	bool		isnull;
 
-	if (has_instance)
-	{
-		otp_prepare(&inst_plan,
-					"SELECT options FROM otp_link.instances WHERE id = $1",
-					1, (Oid[]) {UUIDOID});
-		if (otp_spi_execute(inst_plan, &instance, NULL, 1) != SPI_OK_SELECT)
-			elog(ERROR, "instance lookup failed");
-		if (SPI_processed == 0)
-			otp_error_no_instance(instance);
-		inst_options = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0],
-														SPI_tuptable->tupdesc, 1, &isnull));
-	}
+	otp_prepare(&inst_plan,
+				"SELECT options FROM otp_link.instances WHERE id = $1",
+				1, (Oid[]) {UUIDOID});
+	if (otp_spi_execute(inst_plan, &instance, NULL, 1) != SPI_OK_SELECT)
+		elog(ERROR, "instance lookup failed");
+	if (SPI_processed == 0)
+		otp_error_no_instance(instance);
+	return DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 1, &isnull));
+}
 
+/*
+ * consume_blocked: true (outcome "blocked", message id claimed) when the
+ * sender is blocked or the server's budget of unknown codes is spent.
+ * Connected to SPI; allocates in CurrentMemoryContext; ERRORs on database
+ * errors.
+ */
+static bool
+consume_blocked(const char *sender, const char *message_id, ConsumeResult *res)
+{
 	/* a blocked sender gets nowhere */
-	res.blocked_until = sender_blocked_until(sender);
-	if (res.blocked_until)
-	{
-		res.outcome = "blocked";
-		(void) claim_message_id(message_id, res.outcome, NULL, &res);
-		SPI_finish();
-		return res;
-	}
+	res->blocked_until = sender_blocked_until(sender);
+	if (res->blocked_until == NULL && otp_unknown_code_allowed(false))
+		return false;
+	/* else: the server's budget of unknown codes is spent: no code is looked up */
+	if (res->blocked_until == NULL)
+		res->blocked_until = otp_format_timestamp(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																			  60000 / Max(otp_link_unknown_code_rate, 1) + 1000));
+	res->outcome = "blocked";
+	(void) claim_message_id(message_id, res->outcome, NULL, res);
+	return true;
+}
 
-	/* the server's budget of unknown codes is spent: no code is looked up */
-	if (!otp_unknown_code_allowed(false))
-	{
-		res.outcome = "blocked";
-		res.blocked_until = otp_format_timestamp(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-																			 60000 / Max(otp_link_unknown_code_rate, 1) + 1000));
-		(void) claim_message_id(message_id, res.outcome, NULL, &res);
-		SPI_finish();
-		return res;
-	}
+/*
+ * lock_link: find the link of code and lock it (FOR UPDATE); fill *row and
+ * return true, or false when no link has that code (or it belongs to
+ * another instance than the given one).  Connected to SPI; allocates in
+ * CurrentMemoryContext; ERRORs on database errors.
+ */
+static bool
+lock_link(const char *code, bool has_instance, Datum instance, LinkRow *row)
+{
+	static SPIPlanPtr link_plan = NULL;
+	Oid			types[1] = {BYTEAOID};
+	Datum		values[1];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	Datum		d;
+	bool		isnull;
 
-	/* the link, locked */
 	values[0] = PointerGetDatum(otp_sha256_bytea(code, OTP_CODE_LEN));
 	otp_prepare(&link_plan,
 				"SELECT l.id, l.id::text, l.status, l.expires_at <= now(), l.phone, "
@@ -466,12 +468,192 @@ consume(const char *chat_id, const char *body, size_t body_len,
 				1, types);
 	if (otp_spi_execute(link_plan, values, NULL, 1) != SPI_OK_SELECT)
 		elog(ERROR, "link lookup failed");
-
 	if (SPI_processed == 0 ||
 		(has_instance &&
 		 !DatumGetBool(DirectFunctionCall2(uuid_eq, instance,
 										   SPI_getbinval(SPI_tuptable->vals[0],
 														 SPI_tuptable->tupdesc, 6, &isnull)))))
+		return false;
+
+	tup = SPI_copytuple(SPI_tuptable->vals[0]);
+	desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+	row->link = SPI_getbinval(tup, desc, 1, &isnull);
+	row->link_id = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	row->status = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+	row->overdue = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+	d = SPI_getbinval(tup, desc, 5, &isnull);
+	row->bound = isnull ? NULL : TextDatumGetCString(d);
+	row->inst = SPI_getbinval(tup, desc, 6, &isnull);
+	d = SPI_getbinval(tup, desc, 7, &isnull);
+	row->name = isnull ? NULL : TextDatumGetCString(d);
+	row->messages = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 8, &isnull));
+	row->callbacks = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
+	d = SPI_getbinval(tup, desc, 10, &isnull);
+	row->link_url = isnull ? NULL : TextDatumGetCString(d);
+	row->rstatus = reply_status(DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 11, &isnull)));
+	row->received = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
+	return true;
+}
+
+/*
+ * decide: the outcome of a message carrying the code of row, sent by
+ * digits.  Pure; allocates nothing; cannot ERROR.
+ */
+static const char *
+decide(const LinkRow *row, const char *digits)
+{
+	bool		pending = strcmp(row->status, "pending") == 0;
+
+	if (pending && row->overdue)
+		return "expired";
+	if (pending && row->bound && strcmp(row->bound, digits) != 0)
+		return "failed";
+	if (pending)
+		return "verified";
+	if (strcmp(row->status, "verified") == 0)
+		return "already_verified";
+	if (strcmp(row->status, "expired") == 0)
+		return "expired";
+	return "failed";
+}
+
+/*
+ * consume_verified: mark the link verified by sender (with a {link} token
+ * when the link has a link_url) and queue the success reply and callback.
+ * Connected to SPI; allocates in CurrentMemoryContext; ERRORs on database
+ * errors.
+ */
+static void
+consume_verified(const LinkRow *row, const char *sender, const char *digits,
+				 const char *code)
+{
+	static SPIPlanPtr verify_plan = NULL;
+	char	   *token = NULL;
+	char	   *url = NULL;
+	Oid			vtypes[4] = {UUIDOID, TEXTOID, BYTEAOID, INT4OID};
+	Datum		vvalues[4];
+	char		vnulls[4] = {' ', ' ', ' ', ' '};
+
+	if (row->link_url)
+	{
+		token = otp_random_token();
+		url = otp_link_url_render(row->link_url, token);
+	}
+	vvalues[0] = row->link;
+	vvalues[1] = CStringGetTextDatum(sender);
+	vvalues[2] = token ? PointerGetDatum(otp_sha256_bytea(token, strlen(token))) : (Datum) 0;
+	vnulls[2] = token ? ' ' : 'n';
+	vvalues[3] = Int32GetDatum(otp_link_token_ttl_s);
+	otp_prepare(&verify_plan,
+				"UPDATE otp_link.links SET status = 'verified', chat_id = $2, "
+				"finished_at = now(), messages_received = messages_received + 1, "
+				"token_hash = $3, token_expires_at = CASE WHEN $3 IS NOT NULL "
+				"THEN now() + make_interval(secs => $4) END WHERE id = $1",
+				4, vtypes);
+	if (otp_spi_execute(verify_plan, vvalues, vnulls, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not verify link");
+	queue_reply(row->inst, row->link, row->link_id, "reply.success", digits,
+				render(row->messages, "success", url, row->name, code), row->rstatus);
+	queue_callback(row->link, "otp_link.verified",
+				   otp_jsonb_get_text(row->callbacks, "success"), sender);
+	if (token)
+		explicit_bzero(token, strlen(token));
+}
+
+/*
+ * consume_act: what a claimed message does to its link, by outcome:
+ * verify it, end a pending link as failed or expired, or (a finished link)
+ * count the message and reply a few times more.  Connected to SPI;
+ * allocates in CurrentMemoryContext; ERRORs on database errors.
+ */
+static void
+consume_act(const LinkRow *row, const char *outcome, const char *sender,
+			const char *digits, const char *code)
+{
+	bool		pending = strcmp(row->status, "pending") == 0;
+
+	if (strcmp(outcome, "verified") == 0)
+		consume_verified(row, sender, digits, code);
+	else if (strcmp(outcome, "failed") == 0 && pending)
+	{
+		finish_link(row->link, "failed", "wrong_sender");
+		queue_reply(row->inst, row->link, row->link_id, "reply.failed", digits,
+					render(row->messages, "failed", NULL, row->name, code), row->rstatus);
+		queue_callback(row->link, "otp_link.failed",
+					   otp_jsonb_get_text(row->callbacks, "failed"), sender);
+	}
+	else if (strcmp(outcome, "expired") == 0 && pending)
+	{
+		const char *url = otp_jsonb_get_text(row->callbacks, "expired");
+
+		finish_link(row->link, "expired", "expired");
+		queue_reply(row->inst, row->link, row->link_id, "reply.expired", digits,
+					render(row->messages, "expired", NULL, row->name, code), row->rstatus);
+		queue_callback(row->link, "otp_link.expired",
+					   url ? url : otp_jsonb_get_text(row->callbacks, "failed"), sender);
+	}
+	else
+	{
+		/*
+		 * A finished link: tell an expired or failed link's sender again,
+		 * but only a few times, so that nobody can make us send replies
+		 * without end.
+		 */
+		touch_link(row->link);
+		if (row->received >= MAX_REPLIES_AFTER_FINISH)
+			 /* no more replies */ ;
+		else if (strcmp(outcome, "expired") == 0)
+			queue_reply(row->inst, row->link, row->link_id, "reply.expired", digits,
+						render(row->messages, "expired", NULL, row->name, code), row->rstatus);
+		else if (strcmp(outcome, "failed") == 0)
+			queue_reply(row->inst, row->link, row->link_id, "reply.failed", digits,
+						render(row->messages, "failed", NULL, row->name, code), row->rstatus);
+	}
+}
+
+/*
+ * consume: the whole decision for one message.  chat_id is the raw sender
+ * id, body the message text (may be NULL), message_id may be NULL,
+ * instance may be (Datum) 0 when has_instance is false.  Connects to SPI
+ * itself; results are palloc'd in the caller's context.  ERRORs on bad
+ * input (22023) and unknown instance (PT404); when lenient (the trigger
+ * and the webhook walker, whose rows must not be lost), a sender id that is
+ * no phone number makes the message "ignored" instead.
+ *
+ * Steps: checks without tables; the sender's block and the server's
+ * budget; the link, locked; the outcome; the message id claimed; then the
+ * outcome's writes (consume_act).
+ */
+static ConsumeResult
+consume(const char *chat_id, const char *body, size_t body_len,
+		const char *message_id, bool has_instance, Datum instance, bool lenient)
+{
+	ConsumeResult res = {0};
+	char		code[OTP_CODE_LEN + 1];
+	char		digits[16];
+	char	   *sender;
+	Jsonb	   *inst_options = NULL;
+	LinkRow		row;
+
+	if (!consume_precheck(chat_id, body, body_len, &message_id, lenient,
+						  code, digits, sizeof(digits)))
+	{
+		res.outcome = "ignored";
+		return res;
+	}
+	sender = psprintf("%s@c.us", digits);
+
+	otp_spi_connect();
+	if (has_instance)
+		inst_options = consume_instance_options(instance);
+
+	if (consume_blocked(sender, message_id, &res))
+	{
+		SPI_finish();
+		return res;
+	}
+
+	if (!lock_link(code, has_instance, instance, &row))
 	{
 		res.outcome = "unknown_code";
 		(void) otp_unknown_code_allowed(true);	/* spent even if rolled back */
@@ -480,110 +662,10 @@ consume(const char *chat_id, const char *body, size_t body_len,
 	}
 	else
 	{
-		HeapTuple	tup = SPI_copytuple(SPI_tuptable->vals[0]);
-		TupleDesc	desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
-		Datum		link = SPI_getbinval(tup, desc, 1, &isnull);
-		char	   *link_id = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		char	   *status = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
-		bool		overdue = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
-		Datum		d_phone = SPI_getbinval(tup, desc, 5, &isnull);
-		char	   *bound = isnull ? NULL : TextDatumGetCString(d_phone);
-		Datum		inst = SPI_getbinval(tup, desc, 6, &isnull);
-		Datum		d_name = SPI_getbinval(tup, desc, 7, &isnull);
-		char	   *name = isnull ? NULL : TextDatumGetCString(d_name);
-		Jsonb	   *messages = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 8, &isnull));
-		Jsonb	   *callbacks = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
-		Datum		d_url = SPI_getbinval(tup, desc, 10, &isnull);
-		char	   *link_url = isnull ? NULL : TextDatumGetCString(d_url);
-		Jsonb	   *options = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 11, &isnull));
-		int32		received = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
-		const char *rstatus = reply_status(options);
-
-		res.link_id = link_id;
-		if (strcmp(status, "pending") == 0 && overdue)
-			res.outcome = "expired";
-		else if (strcmp(status, "pending") == 0 && bound && strcmp(bound, digits) != 0)
-			res.outcome = "failed";
-		else if (strcmp(status, "pending") == 0)
-			res.outcome = "verified";
-		else if (strcmp(status, "verified") == 0)
-			res.outcome = "already_verified";
-		else if (strcmp(status, "expired") == 0)
-			res.outcome = "expired";
-		else
-			res.outcome = "failed";
-
-		if (claim_message_id(message_id, res.outcome, link_id, &res))
-		{
-			if (strcmp(res.outcome, "verified") == 0)
-			{
-				char	   *token = NULL;
-				char	   *url = NULL;
-				Oid			vtypes[4] = {UUIDOID, TEXTOID, BYTEAOID, INT4OID};
-				Datum		vvalues[4];
-				char		vnulls[4] = {' ', ' ', ' ', ' '};
-
-				if (link_url)
-				{
-					token = otp_random_token();
-					url = otp_link_url_render(link_url, token);
-				}
-				vvalues[0] = link;
-				vvalues[1] = CStringGetTextDatum(sender);
-				vvalues[2] = token ? PointerGetDatum(otp_sha256_bytea(token, strlen(token))) : (Datum) 0;
-				vnulls[2] = token ? ' ' : 'n';
-				vvalues[3] = Int32GetDatum(otp_link_token_ttl_s);
-				otp_prepare(&verify_plan,
-							"UPDATE otp_link.links SET status = 'verified', chat_id = $2, "
-							"finished_at = now(), messages_received = messages_received + 1, "
-							"token_hash = $3, token_expires_at = CASE WHEN $3 IS NOT NULL "
-							"THEN now() + make_interval(secs => $4) END WHERE id = $1",
-							4, vtypes);
-				if (otp_spi_execute(verify_plan, vvalues, vnulls, 0) != SPI_OK_UPDATE)
-					elog(ERROR, "could not verify link");
-				queue_reply(inst, link, link_id, "reply.success", digits,
-							render(messages, "success", url, name, code), rstatus);
-				queue_callback(link, "otp_link.verified",
-							   otp_jsonb_get_text(callbacks, "success"), sender);
-				if (token)
-					explicit_bzero(token, strlen(token));
-			}
-			else if (strcmp(res.outcome, "failed") == 0 && strcmp(status, "pending") == 0)
-			{
-				finish_link(link, "failed", "wrong_sender");
-				queue_reply(inst, link, link_id, "reply.failed", digits,
-							render(messages, "failed", NULL, name, code), rstatus);
-				queue_callback(link, "otp_link.failed",
-							   otp_jsonb_get_text(callbacks, "failed"), sender);
-			}
-			else if (strcmp(res.outcome, "expired") == 0 && strcmp(status, "pending") == 0)
-			{
-				const char *url = otp_jsonb_get_text(callbacks, "expired");
-
-				finish_link(link, "expired", "expired");
-				queue_reply(inst, link, link_id, "reply.expired", digits,
-							render(messages, "expired", NULL, name, code), rstatus);
-				queue_callback(link, "otp_link.expired",
-							   url ? url : otp_jsonb_get_text(callbacks, "failed"), sender);
-			}
-			else
-			{
-				/*
-				 * A finished link: tell an expired or failed link's sender
-				 * again, but only a few times, so that nobody can make us
-				 * send replies without end.
-				 */
-				touch_link(link);
-				if (received >= MAX_REPLIES_AFTER_FINISH)
-					 /* no more replies */ ;
-				else if (strcmp(res.outcome, "expired") == 0)
-					queue_reply(inst, link, link_id, "reply.expired", digits,
-								render(messages, "expired", NULL, name, code), rstatus);
-				else if (strcmp(res.outcome, "failed") == 0)
-					queue_reply(inst, link, link_id, "reply.failed", digits,
-								render(messages, "failed", NULL, name, code), rstatus);
-			}
-		}
+		res.link_id = row.link_id;
+		res.outcome = decide(&row, digits);
+		if (claim_message_id(message_id, res.outcome, row.link_id, &res))
+			consume_act(&row, res.outcome, sender, digits, code);
 	}
 	explicit_bzero(code, sizeof(code));
 	SPI_finish();
@@ -596,22 +678,21 @@ consume(const char *chat_id, const char *body, size_t body_len,
 static Jsonb *
 result_json(ConsumeResult *res, const char *chat_id, const char *message_id)
 {
-	StringInfoData buf;
+	OtpJsonb	jb;
 	char		digits[16];
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	otp_json_str(&buf, "outcome", res->outcome);
-	otp_json_str(&buf, "uuid", res->link_id);
-	otp_json_str(&buf, "chat_id",
+	otp_jb_begin(&jb);
+	otp_jb_str(&jb, "outcome", res->outcome);
+	otp_jb_str(&jb, "uuid", res->link_id);
+	otp_jb_str(&jb, "chat_id",
 				 otp_normalize_phone(chat_id, digits, sizeof(digits)) ?
 				 psprintf("%s@c.us", digits) : chat_id);
-	otp_json_str(&buf, "message_id", message_id);
+	otp_jb_str(&jb, "message_id", message_id);
 	if (res->blocked_until)
-		otp_json_str(&buf, "blocked_until", res->blocked_until);
+		otp_jb_str(&jb, "blocked_until", res->blocked_until);
 	if (res->original)
-		otp_json_str(&buf, "original_outcome", res->original);
-	return otp_json_finish(&buf);
+		otp_jb_str(&jb, "original_outcome", res->original);
+	return otp_jb_finish(&jb);
 }
 
 /* ----------------------------------------------------------------
@@ -781,6 +862,120 @@ jsonb_string(JsonbValue *v, const char *path)
 	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
+/*
+ * webhook_instance: the instance whose phone is the business number of a
+ * webhook change, if any; sets *instance and returns true when found.
+ * Connects to SPI and finishes.  Allocates in CurrentMemoryContext; ERRORs
+ * on database errors.
+ */
+static bool
+webhook_instance(const char *business, Datum *instance)
+{
+	static SPIPlanPtr inst_plan = NULL;
+	char		digits[16];
+	Datum		arg;
+	bool		found = false;
+
+	if (!otp_normalize_phone(business, digits, sizeof(digits)))
+		return false;
+	arg = CStringGetTextDatum(digits);
+	otp_spi_connect();
+	otp_prepare(&inst_plan,
+				"SELECT id FROM otp_link.instances WHERE phone = $1",
+				1, (Oid[]) {TEXTOID});
+	if (otp_spi_execute(inst_plan, &arg, NULL, 1) != SPI_OK_SELECT)
+		elog(ERROR, "instance lookup failed");
+	if (SPI_processed == 1)
+	{
+		*instance = DirectFunctionCall1(uuid_in,
+										CStringGetDatum(SPI_getvalue(SPI_tuptable->vals[0],
+																	 SPI_tuptable->tupdesc, 1)));
+		found = true;
+	}
+	SPI_finish();
+	return found;
+}
+
+/*
+ * webhook_messages: the text messages of one change's value.messages; in
+ * pass 0 only their shape is checked, in pass 1 each is consumed and its
+ * result appended to out (*count counts them).  Allocates in
+ * CurrentMemoryContext.  ERRORs (22023) on a malformed message, and as
+ * consume does.
+ */
+static void
+webhook_messages(JsonbContainer *msgs, int pass, bool has_instance,
+				 Datum instance, StringInfo out, int *count)
+{
+	int			nm;
+
+	for (nm = 0; nm < (int) JsonContainerSize(msgs); nm++)
+	{
+		JsonbContainer *mc = jsonb_object_container(getIthJsonbValueFromContainer(msgs, nm),
+													"messages[]", false);
+		char	   *type = jsonb_string(jsonb_field(mc, "type"), "messages[].type");
+		char	   *from = jsonb_string(jsonb_field(mc, "from"), "messages[].from");
+		char	   *id = jsonb_string(jsonb_field(mc, "id"), "messages[].id");
+		JsonbContainer *text;
+		char	   *body = NULL;
+		ConsumeResult res;
+
+		if (type == NULL || strcmp(type, "text") != 0)
+			continue;
+		text = jsonb_object_container(jsonb_field(mc, "text"), "messages[].text", false);
+		body = jsonb_string(jsonb_field(text, "body"), "messages[].text.body");
+		if (from == NULL || body == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("malformed WhatsApp webhook payload: a text message lacks \"from\" or \"text.body\""),
+					 errhint("Every text message has from, id, type and text.body.")));
+		if (pass == 0)
+			continue;
+		res = consume(from, body, strlen(body), id, has_instance, instance, true);
+		if ((*count)++ > 0)
+			appendStringInfoString(out, ", ");
+		appendStringInfoString(out,
+							   DatumGetCString(DirectFunctionCall1(jsonb_out,
+																   JsonbPGetDatum(result_json(&res, from, id)))));
+	}
+}
+
+/*
+ * webhook_change: one element of entry[].changes: its business number
+ * (value.metadata.display_phone_number) chooses the instance in pass 1,
+ * then its messages go to webhook_messages.  A change without messages
+ * (status updates and the like) is skipped.  Allocates in
+ * CurrentMemoryContext; ERRORs (22023) on a malformed change.
+ */
+static void
+webhook_change(JsonbValue *change, int pass, StringInfo out, int *count)
+{
+	JsonbContainer *cc = jsonb_object_container(change, "entry[].changes[]", false);
+	JsonbContainer *value = jsonb_object_container(jsonb_field(cc, "value"),
+												   "entry[].changes[].value", true);
+	JsonbContainer *meta;
+	JsonbContainer *msgs;
+	char	   *business = NULL;
+	bool		has_instance = false;
+	Datum		instance = (Datum) 0;
+
+	if (value == NULL)
+		return;
+	meta = jsonb_object_container(jsonb_field(value, "metadata"),
+								  "entry[].changes[].value.metadata", true);
+	if (meta)
+		business = jsonb_string(jsonb_field(meta, "display_phone_number"),
+								"value.metadata.display_phone_number");
+	msgs = jsonb_array_container(jsonb_field(value, "messages"),
+								 "entry[].changes[].value.messages", true);
+	if (msgs == NULL)
+		return;					/* status updates and the like */
+
+	if (pass == 1 && business)
+		has_instance = webhook_instance(business, &instance);
+	webhook_messages(msgs, pass, has_instance, instance, out, count);
+}
+
 /* ----------------------------------------------------------------
  * otp_link_consume_webhook(payload jsonb) RETURNS jsonb
  *
@@ -795,7 +990,6 @@ jsonb_string(JsonbValue *v, const char *path)
 Datum
 otp_link_consume_webhook(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr inst_plan = NULL;
 	Jsonb	   *payload;
 	JsonbContainer *entries;
 	StringInfoData out;
@@ -833,242 +1027,10 @@ otp_link_consume_webhook(PG_FUNCTION_ARGS)
 			int			nc;
 
 			for (nc = 0; changes && nc < (int) JsonContainerSize(changes); nc++)
-			{
-				JsonbContainer *cc = jsonb_object_container(getIthJsonbValueFromContainer(changes, nc),
-															"entry[].changes[]", false);
-				JsonbContainer *value = jsonb_object_container(jsonb_field(cc, "value"),
-															   "entry[].changes[].value", true);
-				JsonbContainer *meta;
-				JsonbContainer *msgs;
-				char	   *business = NULL;
-				bool		has_instance = false;
-				Datum		instance = (Datum) 0;
-				int			nm;
-
-				if (value == NULL)
-					continue;
-				meta = jsonb_object_container(jsonb_field(value, "metadata"),
-											  "entry[].changes[].value.metadata", true);
-				if (meta)
-					business = jsonb_string(jsonb_field(meta, "display_phone_number"),
-											"value.metadata.display_phone_number");
-				msgs = jsonb_array_container(jsonb_field(value, "messages"),
-											 "entry[].changes[].value.messages", true);
-				if (msgs == NULL)
-					continue;	/* status updates and the like */
-
-				if (pass == 1 && business)
-				{
-					char		digits[16];
-
-					if (otp_normalize_phone(business, digits, sizeof(digits)))
-					{
-						Datum		arg = CStringGetTextDatum(digits);
-
-						otp_spi_connect();
-						otp_prepare(&inst_plan,
-									"SELECT id FROM otp_link.instances WHERE phone = $1",
-									1, (Oid[]) {TEXTOID});
-						if (otp_spi_execute(inst_plan, &arg, NULL, 1) != SPI_OK_SELECT)
-							elog(ERROR, "instance lookup failed");
-						if (SPI_processed == 1)
-						{
-							instance = DirectFunctionCall1(uuid_in,
-														   CStringGetDatum(SPI_getvalue(SPI_tuptable->vals[0],
-																						SPI_tuptable->tupdesc, 1)));
-							has_instance = true;
-						}
-						SPI_finish();
-					}
-				}
-
-				for (nm = 0; nm < (int) JsonContainerSize(msgs); nm++)
-				{
-					JsonbContainer *mc = jsonb_object_container(getIthJsonbValueFromContainer(msgs, nm),
-																"messages[]", false);
-					char	   *type = jsonb_string(jsonb_field(mc, "type"), "messages[].type");
-					char	   *from = jsonb_string(jsonb_field(mc, "from"), "messages[].from");
-					char	   *id = jsonb_string(jsonb_field(mc, "id"), "messages[].id");
-					JsonbContainer *text;
-					char	   *body = NULL;
-					ConsumeResult res;
-
-					if (type == NULL || strcmp(type, "text") != 0)
-						continue;
-					text = jsonb_object_container(jsonb_field(mc, "text"), "messages[].text", false);
-					body = jsonb_string(jsonb_field(text, "body"), "messages[].text.body");
-					if (from == NULL || body == NULL)
-						ereport(ERROR,
-								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-								 errmsg("malformed WhatsApp webhook payload: a text message lacks \"from\" or \"text.body\""),
-								 errhint("Every text message has from, id, type and text.body.")));
-					if (pass == 0)
-						continue;
-					res = consume(from, body, strlen(body), id, has_instance, instance, true);
-					if (count++ > 0)
-						appendStringInfoString(&out, ", ");
-					appendStringInfoString(&out,
-										   DatumGetCString(DirectFunctionCall1(jsonb_out,
-																			   JsonbPGetDatum(result_json(&res, from, id)))));
-				}
-			}
+				webhook_change(getIthJsonbValueFromContainer(changes, nc), pass,
+							   &out, &count);
 		}
 	}
 	appendStringInfo(&out, "], \"messages\": %d}", count);
 	PG_RETURN_JSONB_P(DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data))));
-}
-
-/* ----------------------------------------------------------------
- * otp_link_expire(max_links integer DEFAULT 10000) RETURNS integer
- *
- * Moves up to max_links overdue pending links to expired (oldest first,
- * skipping rows other sessions hold) and queues their expired callbacks
- * (to callback.expired, else callback.failed), all in one statement.
- * ----------------------------------------------------------------
- */
-Datum
-otp_link_expire(PG_FUNCTION_ARGS)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum		limit;
-	int64		n;
-	bool		isnull;
-
-	if (PG_ARGISNULL(0) || PG_GETARG_INT32(0) < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_links must be a positive integer"),
-				 errhint("Call it again until it returns 0 to expire more.")));
-	limit = PG_GETARG_DATUM(0);
-	otp_spi_connect();
-	otp_prepare(&plan,
-				"WITH due AS ("
-				"  SELECT id FROM otp_link.links WHERE status = 'pending' AND expires_at <= now() "
-				"  ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED), "
-				"l AS ("
-				"  UPDATE otp_link.links x SET status = 'expired', reason = 'expired', finished_at = now() "
-				"  FROM due WHERE x.id = due.id RETURNING x.*), "
-				"q AS ("
-				"  INSERT INTO otp_link.deliveries (instance_id, link_id, kind, event, destination, payload) "
-				"  SELECT l.instance_id, l.id, 'callback', 'otp_link.expired', "
-				"    coalesce(l.callbacks->>'expired', l.callbacks->>'failed'), "
-				"    jsonb_build_object('type', 'otp_link.expired', 'timestamp', " ISO("now()") ", "
-				"      'data', " LINK_DATA_SQL " || jsonb_build_object('sender', NULL::text)) "
-				"  FROM l JOIN otp_link.instances i ON i.id = l.instance_id "
-				"  WHERE coalesce(l.callbacks->>'expired', l.callbacks->>'failed') IS NOT NULL "
-				"  RETURNING 1) "
-				"SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM q)",
-				1, (Oid[]) {INT4OID});
-	if (otp_spi_execute(plan, &limit, NULL, 0) != SPI_OK_SELECT)
-		elog(ERROR, "expiry sweep failed");
-	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)) > 0)
-		otp_link_wake_worker_at_commit();
-	SPI_finish();
-	PG_RETURN_INT32((int32) n);
-}
-
-/* ----------------------------------------------------------------
- * otp_link_redeem(token text, binding text DEFAULT NULL) RETURNS jsonb
- *
- * Exchanges the one-time {link} token once.  "result" is redeemed,
- * invalid_token, already_redeemed, token_expired or binding_mismatch; a
- * mismatch does not use the token up.
- * ----------------------------------------------------------------
- */
-Datum
-otp_link_redeem(PG_FUNCTION_ARGS)
-{
-	static SPIPlanPtr get_plan = NULL;
-	static SPIPlanPtr use_plan = NULL;
-	char	   *token;
-	const char *result;
-	StringInfoData buf;
-	Datum		hash;
-	char	   *row[7] = {0};
-	bool		isnull;
-	int			i;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("token must not be null"),
-				 errhint("Pass the token of the {link} URL the user opened.")));
-	token = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	hash = PointerGetDatum(otp_sha256_bytea(token, strlen(token)));
-
-	otp_spi_connect();
-	otp_prepare(&get_plan,
-				"SELECT l.id::text, (l.redeemed_at IS NOT NULL)::text, "
-				"(l.token_expires_at <= now())::text, l.chat_id, l.metadata::text, "
-				ISO("l.finished_at") ", l.instance_id::text, l.binding_hash "
-				"FROM otp_link.links l WHERE l.token_hash = $1 FOR UPDATE",
-				1, (Oid[]) {BYTEAOID});
-	if (otp_spi_execute(get_plan, &hash, NULL, 1) != SPI_OK_SELECT)
-		elog(ERROR, "token lookup failed");
-
-	if (SPI_processed == 0)
-		result = "invalid_token";
-	else
-	{
-		Datum		bh = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 8, &isnull);
-		bool		bound = !isnull;
-		bool		binding_ok = true;
-
-		for (i = 0; i < 7; i++)
-			row[i] = otp_spi_text(i + 1);
-		if (bound)
-		{
-			bytea	   *want = DatumGetByteaPP(bh);
-			uint8		given[OTP_HASH_LEN];
-
-			if (PG_ARGISNULL(1))
-				binding_ok = false;
-			else
-			{
-				text	   *b = PG_GETARG_TEXT_PP(1);
-
-				otp_sha256(VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), given);
-				binding_ok = VARSIZE_ANY_EXHDR(want) == OTP_HASH_LEN &&
-					otp_timingsafe_equal(VARDATA_ANY(want), given, OTP_HASH_LEN);
-			}
-		}
-		if (strcmp(row[1], "true") == 0)
-			result = "already_redeemed";
-		else if (strcmp(row[2], "true") == 0)
-			result = "token_expired";
-		else if (!binding_ok)
-			result = "binding_mismatch";
-		else
-		{
-			Datum		id = DirectFunctionCall1(uuid_in, CStringGetDatum(row[0]));
-
-			otp_prepare(&use_plan,
-						"UPDATE otp_link.links SET redeemed_at = now() WHERE id = $1",
-						1, (Oid[]) {UUIDOID});
-			if (otp_spi_execute(use_plan, &id, NULL, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "could not redeem token");
-			result = "redeemed";
-		}
-	}
-	SPI_finish();
-	explicit_bzero(token, strlen(token));
-
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	otp_json_str(&buf, "result", result);
-	/* only a successful exchange tells which link the token belonged to */
-	if (strcmp(result, "redeemed") == 0)
-	{
-		char		digits[16];
-
-		otp_json_str(&buf, "uuid", row[0]);
-		otp_json_str(&buf, "chat_id", row[3]);
-		otp_json_str(&buf, "phone",
-					 row[3] && otp_normalize_phone(row[3], digits, sizeof(digits)) ? digits : NULL);
-		otp_json_str(&buf, "verified_at", row[5]);
-		otp_json_str(&buf, "instance", row[6]);
-		otp_json_raw(&buf, "metadata", row[4]);
-	}
-	PG_RETURN_JSONB_P(otp_json_finish(&buf));
 }

@@ -423,40 +423,21 @@ has_control(const char *s)
 }
 
 /*
- * otp_http_start: start one POST of req->body to req->url.
- *
- * On success the request is in flight and will come back from
- * otp_http_collect(); returns true.  When it cannot be sent at all (no URL,
- * a control character in the URL or a header value, plain http refused,
- * libcurl failure) req->outcome and req->errbuf say why and false is
- * returned.  Allocates the easy handle and header list with
- * malloc (libcurl); never ERRORs.
+ * request_refused: whether req cannot be sent as it is (no URL, control
+ * characters in the URL or a header, a scheme not allowed); if so sets
+ * its outcome (OTP_HTTP_INVALID) and errbuf.  The header is named, never
+ * its value.  No palloc, no ERROR.
  */
-bool
-otp_http_start(OtpHttpRequest *req)
+static bool
+request_refused(OtpHttpRequest *req)
 {
-	CURL	   *easy;
-	struct curl_slist *slist = NULL;
-	CURLcode	rc;
 	int			i;
-
-	req->outcome = OTP_HTTP_PENDING;
-	req->http_status = 0;
-	req->retry_after_s = -1;
-	req->errbuf[0] = '\0';
-	req->refusal[0] = '\0';
-	req->response[0] = '\0';
-	req->response_len = 0;
-	req->connect_refused = false;
-	req->connect_allowed = false;
-	req->peer_refused = false;
-	req->body_bytes = 0;
 
 	if (req->url == NULL || req->url[0] == '\0')
 	{
 		req->outcome = OTP_HTTP_INVALID;
 		strlcpy(req->errbuf, "no destination url", sizeof(req->errbuf));
-		return false;
+		return true;
 	}
 	/* second line of defence: values are also checked when they are stored */
 	if (has_control(req->url))
@@ -465,7 +446,7 @@ otp_http_start(OtpHttpRequest *req)
 		strlcpy(req->errbuf,
 				"the destination url contains control characters; the request was not sent",
 				sizeof(req->errbuf));
-		return false;
+		return true;
 	}
 	for (i = 0; i < req->nheaders; i++)
 	{
@@ -488,7 +469,7 @@ otp_http_start(OtpHttpRequest *req)
 				strlcpy(req->errbuf,
 						"a header contains control characters; the request was not sent",
 						sizeof(req->errbuf));
-			return false;
+			return true;
 		}
 	}
 	if (!url_is_https(req->url) &&
@@ -500,33 +481,54 @@ otp_http_start(OtpHttpRequest *req)
 				"destination url is neither http:// nor https://" :
 				"destination url is not https:// and otp_link.allow_http is off",
 				sizeof(req->errbuf));
-		return false;
+		return true;
 	}
 
-	easy = curl_easy_init();
-	if (easy == NULL)
-	{
-		req->outcome = OTP_HTTP_TRANSPORT_ERROR;
-		strlcpy(req->errbuf, "could not create a libcurl handle", sizeof(req->errbuf));
-		return false;
-	}
+	return false;
+}
+
+/*
+ * header_list: the request's headers, plus an empty "Expect:" (no
+ * 100-continue round trip), as a libcurl list; NULL when libcurl is out of
+ * memory.  Allocates with libcurl's malloc; no palloc, no ERROR.
+ */
+static struct curl_slist *
+header_list(OtpHttpRequest *req)
+{
+	struct curl_slist *slist = NULL;
+	struct curl_slist *n;
+	int			i;
 
 	for (i = 0; i < req->nheaders; i++)
 	{
-		struct curl_slist *n = curl_slist_append(slist, req->headers[i]);
-
+		n = curl_slist_append(slist, req->headers[i]);
 		if (n == NULL)
-			goto fail;
+		{
+			curl_slist_free_all(slist);
+			return NULL;
+		}
 		slist = n;
 	}
 	/* no "Expect: 100-continue" round trip */
+	n = curl_slist_append(slist, "Expect:");
+	if (n == NULL)
 	{
-		struct curl_slist *n = curl_slist_append(slist, "Expect:");
-
-		if (n == NULL)
-			goto fail;
-		slist = n;
+		curl_slist_free_all(slist);
+		return NULL;
 	}
+	return n;
+}
+
+/*
+ * set_options: the options of one easy handle: destination, body and
+ * headers, the allowed protocols, no redirects and no proxy, timeouts,
+ * and the callbacks that vet addresses and keep the response.  Returns
+ * the first libcurl error.  No palloc, no ERROR.
+ */
+static CURLcode
+set_options(CURL *easy, OtpHttpRequest *req, struct curl_slist *slist)
+{
+	CURLcode	rc;
 
 	rc = CURLE_OK;
 #define SETOPT(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(easy, opt, val); } while (0)
@@ -554,7 +556,52 @@ otp_http_start(OtpHttpRequest *req)
 	SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) OTP_MAX_RESPONSE);
 	SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
 #undef SETOPT
-	if (rc != CURLE_OK)
+	return rc;
+}
+
+/*
+ * otp_http_start: start one POST of req->body to req->url.
+ *
+ * On success the request is in flight and will come back from
+ * otp_http_collect(); returns true.  When it cannot be sent at all (no URL,
+ * a control character in the URL or a header value, plain http refused,
+ * libcurl failure) req->outcome and req->errbuf say why and false is
+ * returned.  Allocates the easy handle and header list with
+ * malloc (libcurl); never ERRORs.
+ */
+bool
+otp_http_start(OtpHttpRequest *req)
+{
+	CURL	   *easy;
+	struct curl_slist *slist = NULL;
+
+	req->outcome = OTP_HTTP_PENDING;
+	req->http_status = 0;
+	req->retry_after_s = -1;
+	req->errbuf[0] = '\0';
+	req->refusal[0] = '\0';
+	req->response[0] = '\0';
+	req->response_len = 0;
+	req->connect_refused = false;
+	req->connect_allowed = false;
+	req->peer_refused = false;
+	req->body_bytes = 0;
+
+	if (request_refused(req))
+		return false;
+
+	easy = curl_easy_init();
+	if (easy == NULL)
+	{
+		req->outcome = OTP_HTTP_TRANSPORT_ERROR;
+		strlcpy(req->errbuf, "could not create a libcurl handle", sizeof(req->errbuf));
+		return false;
+	}
+
+	slist = header_list(req);
+	if (slist == NULL)
+		goto fail;
+	if (set_options(easy, req, slist) != CURLE_OK)
 		goto fail;
 
 	if (curl_multi_add_handle(multi, easy) != CURLM_OK)

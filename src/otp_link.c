@@ -19,6 +19,8 @@
 #include "utils/guc.h"
 
 #include "otp_link.h"
+#include "shmem.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -44,14 +46,12 @@ bool		otp_link_preloaded = false;
 void		_PG_init(void);
 
 /*
- * _PG_init: define the GUCs and, when preloaded, register the worker.
- *
- * Settings the worker reads are PGC_SIGHUP; per-call limits are PGC_SUSET
- * so a superuser can change them per database or role.  Can ERROR only on
- * out-of-memory.
+ * define_worker_gucs: the settings of the worker and of its deliveries
+ * (all PGC_SIGHUP but otp_link.database).  Allocates in guc.c's memory;
+ * can ERROR only on out-of-memory.
  */
-void
-_PG_init(void)
+static void
+define_worker_gucs(void)
 {
 	/*
 	 * A PGC_POSTMASTER variable can only be defined while preloading (else
@@ -104,6 +104,16 @@ _PG_init(void)
 							"How long processed incoming message ids are remembered for idempotency.",
 							NULL, &otp_link_message_retention_s, 7 * 86400, 60, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+}
+
+/*
+ * define_limit_gucs: the per-call limits (PGC_SUSET, so a superuser can
+ * change them per database or role).  Allocates in guc.c's memory; can
+ * ERROR only on out-of-memory.
+ */
+static void
+define_limit_gucs(void)
+{
 	DefineCustomIntVariable("otp_link.token_ttl",
 							"Lifetime of the one-time {link} token issued at verification.",
 							NULL, &otp_link_token_ttl_s, 600, 10, 86400,
@@ -135,6 +145,21 @@ _PG_init(void)
 							"Window in which links per (instance, rate_key) are counted.",
 							NULL, &otp_link_generate_window_s, 900, 1, OTP_MAX_LIMIT_SECONDS,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+
+}
+
+/*
+ * _PG_init: define the GUCs and, when preloaded, register the worker.
+ *
+ * Settings the worker reads are PGC_SIGHUP; per-call limits are PGC_SUSET
+ * so a superuser can change them per database or role.  Can ERROR only on
+ * out-of-memory.
+ */
+void
+_PG_init(void)
+{
+	define_worker_gucs();
+	define_limit_gucs();
 
 	otp_code_define_gucs();
 

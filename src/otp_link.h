@@ -3,9 +3,14 @@
  * otp_link.h
  *	  Declarations shared by the source files of otp_link.
  *
- * Each .c file of src/ owns one responsibility; this header is the only
- * place where they meet.  libcurl is not included here: only http.c
- * knows about it.
+ * The lowest layer: constants, settings, and the files that know nothing
+ * of tables or shared memory (code.c, text.c, signing.c, http.c).  Every
+ * .c file includes it; the layers above have headers of their own, each
+ * including only the ones below it (docs/architecture.md):
+ *
+ *	otp_link.h  <-  spi.h, json.h  <-  shmem.h  <-  api.h, worker.h
+ *
+ * libcurl is not included here: only http.c knows about it.
  *
  *-------------------------------------------------------------------------
  */
@@ -81,16 +86,6 @@ extern void otp_render_template(StringInfo dst, const char *tmpl,
 								const char *link, const char *name,
 								const char *code);
 extern bool otp_template_has(const char *tmpl, const char *placeholder);
-
-/* worker.c: background worker */
-extern void otp_link_register_worker(void);
-extern void otp_link_wake_worker_at_commit(void);
-extern bool otp_unknown_code_allowed(bool spend);
-extern PGDLLEXPORT void otp_link_worker_main(Datum arg);
-extern void otp_link_shmem_init(void);
-extern bool otp_link_check_retry_schedule(char **newval, void **extra,
-										  GucSource source);
-extern void otp_link_assign_retry_schedule(const char *newval, void *extra);
 
 /* signing.c: Standard Webhooks signatures */
 extern uint8 *otp_webhook_key(const char *secret, int *keylen);

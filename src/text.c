@@ -176,6 +176,64 @@ otp_extract_code(const char *body, size_t len, char *dst)
 }
 
 /*
+ * url_check_host: check the host of a URL's authority, from host up to
+ * hostend (userinfo already skipped): a bracketed IPv6 literal or host
+ * name characters.  Sets *rest to what follows the host.  Returns NULL
+ * when fine, else a static English sentence.  No allocation.
+ */
+static const char *
+url_check_host(const char *host, const char *hostend, const char **rest)
+{
+	const char *p;
+
+	if (host < hostend && *host == '[')
+	{
+		const char *close = memchr(host, ']', hostend - host);
+
+		if (close == NULL || close == host + 1)
+			return "The URL has a malformed IPv6 host.";
+		*rest = close + 1;
+		return NULL;
+	}
+	p = host;
+	while (p < hostend && *p != ':')
+	{
+		if (!(isalnum((unsigned char) *p) || *p == '-' || *p == '.' ||
+			  *p == '_' || (unsigned char) *p >= 0x80))
+			return "The URL's host contains characters a host name cannot have.";
+		p++;
+	}
+	if (p == host)
+		return "The URL has no host.";
+	*rest = p;
+	return NULL;
+}
+
+/*
+ * url_check_port: check what follows a URL's host up to hostend: ":" and
+ * a port from 1 to 65535.  Returns NULL when fine, else a static English
+ * sentence.  No allocation.
+ */
+static const char *
+url_check_port(const char *p, const char *hostend)
+{
+	int			digits = 0;
+	long		port = 0;
+
+	if (*p != ':')
+		return "The URL has characters after its host.";
+	for (p++; p < hostend; p++, digits++)
+	{
+		if (!isdigit((unsigned char) *p) || digits >= 5)
+			return "The URL's port is not a number.";
+		port = port * 10 + (*p - '0');
+	}
+	if (digits == 0 || port < 1 || port > 65535)
+		return "The URL's port is not between 1 and 65535.";
+	return NULL;
+}
+
+/*
  * otp_url_is_http: true if url is an absolute http:// or https:// URL with
  * a host, an optional numeric port, no whitespace or control characters
  * and at most OTP_MAX_URL_LEN bytes.  On false, *why (if not NULL) points
@@ -189,6 +247,7 @@ otp_url_is_http(const char *url, const char **why)
 	const char *host;
 	const char *hostend;
 	const char *at;
+	const char *err;
 	size_t		i;
 
 	if (len > OTP_MAX_URL_LEN)
@@ -226,66 +285,14 @@ otp_url_is_http(const char *url, const char **why)
 	while ((at = memchr(host, '@', hostend - host)) != NULL)
 		host = at + 1;
 
-	if (host < hostend && *host == '[')
+	err = url_check_host(host, hostend, &p);
+	if (err == NULL && p < hostend)
+		err = url_check_port(p, hostend);
+	if (err != NULL)
 	{
-		const char *close = memchr(host, ']', hostend - host);
-
-		if (close == NULL || close == host + 1)
-		{
-			if (why)
-				*why = "The URL has a malformed IPv6 host.";
-			return false;
-		}
-		p = close + 1;
-	}
-	else
-	{
-		p = host;
-		while (p < hostend && *p != ':')
-		{
-			if (!(isalnum((unsigned char) *p) || *p == '-' || *p == '.' ||
-				  *p == '_' || (unsigned char) *p >= 0x80))
-			{
-				if (why)
-					*why = "The URL's host contains characters a host name cannot have.";
-				return false;
-			}
-			p++;
-		}
-		if (p == host)
-		{
-			if (why)
-				*why = "The URL has no host.";
-			return false;
-		}
-	}
-	if (p < hostend)
-	{
-		int			digits = 0;
-		long		port = 0;
-
-		if (*p != ':')
-		{
-			if (why)
-				*why = "The URL has characters after its host.";
-			return false;
-		}
-		for (p++; p < hostend; p++, digits++)
-		{
-			if (!isdigit((unsigned char) *p) || digits >= 5)
-			{
-				if (why)
-					*why = "The URL's port is not a number.";
-				return false;
-			}
-			port = port * 10 + (*p - '0');
-		}
-		if (digits == 0 || port < 1 || port > 65535)
-		{
-			if (why)
-				*why = "The URL's port is not between 1 and 65535.";
-			return false;
-		}
+		if (why)
+			*why = err;
+		return false;
 	}
 	return true;
 }

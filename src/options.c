@@ -1,0 +1,501 @@
+/*-------------------------------------------------------------------------
+ *
+ * options.c
+ *	  Validation of an instance's options and texts, and of the parts of a
+ *	  generate call that override them: allowed keys, lengths, URLs, header
+ *	  values, limits, the {link}/{code} placeholders of messages and
+ *	  link_url.  Also otp_link_destination_allowed (the SSRF rule as SQL).
+ *
+ * Every check fails with a stable SQLSTATE (docs/sqlstates.md) before
+ * anything is written; nothing here touches a table.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <netinet/in.h>
+
+#include "mb/pg_wchar.h"
+
+#include "utils/builtins.h"
+
+#include "utils/inet.h"
+
+#include "otp_link.h"
+#include "api.h"
+
+PG_FUNCTION_INFO_V1(otp_link_destination_allowed);
+
+const char *const otp_message_keys[] = {"prompt", "success", "failed", "expired", NULL};
+const char *const otp_callback_keys[] = {"success", "failed", "expired", NULL};
+static const char *const option_keys[] = {"messages", "callback", "link_url",
+"reply_endpoint", "limits", NULL};
+static const char *const limit_keys[] = {"generate_limit", "generate_window",
+	"unknown_code_limit", "unknown_code_window", "block_duration", NULL
+};
+static const char *const reply_keys[] = {"type", "url", "token", NULL};
+
+/*
+ * limit_max: the largest value of options.limits.<key>, the same as the
+ * setting of that name allows: 7 days for windows and durations (seconds),
+ * 1000000 for counts.
+ */
+static int
+limit_max(const char *key)
+{
+	if (strstr(key, "_window") || strcmp(key, "block_duration") == 0)
+		return OTP_MAX_LIMIT_SECONDS;
+	return OTP_MAX_LIMIT_COUNT;
+}
+
+/*
+ * otp_jsonb_get_int_clamped: like otp_jsonb_get_int, for options stored
+ * before 1.1 checked the bounds: a value above limit_max(key) counts as
+ * that maximum, a value that is not a number as absent.  Never ERRORs on
+ * what version 1.0 accepted.
+ */
+static int
+otp_jsonb_get_int_clamped(Jsonb *j, const char *key, int dflt)
+{
+	JsonbValue *v;
+	int64		n;
+
+	if (j == NULL || !JB_ROOT_IS_OBJECT(j))
+		return dflt;
+	v = getKeyJsonValueFromContainer(&j->root, key, strlen(key), NULL);
+	if (v == NULL || v->type != jbvNumeric)
+		return dflt;
+	n = DatumGetInt64(DirectFunctionCall1(numeric_int8,
+										  NumericGetDatum(v->val.numeric)));
+	return (int) Max(1, Min(n, (int64) limit_max(key)));
+}
+
+/*
+ * otp_jsonb_get_int: integer value of key in j, or dflt when absent.
+ * ERROR (22023) when present but not an integer from 1 to limit_max(key).
+ */
+int
+otp_jsonb_get_int(Jsonb *j, const char *key, int dflt)
+{
+	JsonbValue *v;
+	int64		n;
+	int			max = limit_max(key);
+
+	if (j == NULL || !JB_ROOT_IS_OBJECT(j))
+		return dflt;
+	v = getKeyJsonValueFromContainer(&j->root, key, strlen(key), NULL);
+	if (v == NULL || v->type == jbvNull)
+		return dflt;
+	if (v->type != jbvNumeric)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("limits.%s must be a number", key),
+				 errhint("Write it as a JSON number, e.g. {\"%s\": 10}.", key)));
+	n = DatumGetInt64(DirectFunctionCall1(numeric_int8,
+										  NumericGetDatum(v->val.numeric)));
+	if (n < 1 || n > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("limits.%s must be between 1 and %d", key, max),
+				 errhint("Durations are in seconds, at most 7 days, as the settings allow; counts are per window, at most 1000000.")));
+	return (int) n;
+}
+
+/*
+ * otp_check_object_keys: ERROR (22023) unless j is a JSON object whose keys are
+ * all in allowed and (if strings_only) whose values are strings or null.
+ * what names the argument in the message.
+ */
+void
+otp_check_object_keys(Jsonb *j, const char *what, const char *const *allowed,
+				  bool strings_only)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	StringInfoData keys;
+	int			i;
+
+	if (!JB_ROOT_IS_OBJECT(j) || JB_ROOT_IS_SCALAR(j))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object", what),
+				 errhint("Pass an object such as {\"%s\": \"...\"}.", allowed[0])));
+
+	it = JsonbIteratorInit(&j->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		bool		known = false;
+		char	   *key;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = pnstrdup(v.val.string.val, v.val.string.len);
+		for (i = 0; allowed[i]; i++)
+			if (strcmp(key, allowed[i]) == 0)
+				known = true;
+		if (!known)
+		{
+			initStringInfo(&keys);
+			for (i = 0; allowed[i]; i++)
+				appendStringInfo(&keys, "%s%s", i ? ", " : "", allowed[i]);
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown key \"%s\" in %s", key, what),
+					 errhint("The keys allowed in %s are: %s.", what, keys.data)));
+		}
+		tok = JsonbIteratorNext(&it, &v, true);
+		if (strings_only && tok == WJB_VALUE &&
+			v.type != jbvString && v.type != jbvNull)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s.%s must be a string", what, key),
+					 errhint("Every value in %s is a text or null.", what)));
+	}
+}
+
+/*
+ * otp_check_text_len: ERROR (22001) if s has more than max characters.
+ */
+void
+otp_check_text_len(const char *s, int max, const char *what)
+{
+	if (s && pg_mbstrlen(s) > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("%s is longer than %d characters", what, max),
+				 max == OTP_MAX_TEXT_CHARS ?
+				 errhint("WhatsApp accepts text messages of at most %d characters.",
+						 OTP_MAX_TEXT_CHARS) :
+				 errhint("Shorten it to at most %d characters.", max)));
+}
+
+/*
+ * otp_check_url: ERROR (22023) unless url is an absolute http(s) URL.
+ */
+void
+otp_check_url(const char *url, const char *what)
+{
+	const char *why = NULL;
+
+	if (url && !otp_url_is_http(url, &why))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is not an absolute http(s) URL: \"%s\"", what, url),
+				 errdetail("%s", why),
+				 errhint("Use a URL such as https://example.com/otp/callback.")));
+}
+
+/*
+ * check_header_value: ERROR (22023) if s, which becomes an HTTP header value,
+ * holds a control character (CR and LF would start another header or
+ * request) or is longer than OTP_MAX_HEADER_VALUE bytes.  The worker checks
+ * again where it builds the request.
+ */
+static void
+check_header_value(const char *s, const char *what)
+{
+	const unsigned char *p;
+
+	if (s == NULL)
+		return;
+	if (strlen(s) > OTP_MAX_HEADER_VALUE)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is longer than %d bytes", what, OTP_MAX_HEADER_VALUE),
+				 errhint("Pass the access token exactly as your provider issued it.")));
+	for (p = (const unsigned char *) s; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s contains a control character", what),
+					 errdetail("It is sent as an HTTP header value, where control characters such as CR and LF are not allowed."),
+					 errhint("Pass the access token exactly as your provider issued it, without line breaks.")));
+}
+
+/*
+ * otp_normalize_phone_or_error: normalised digits of input (palloc'd), or
+ * ERROR (22023) naming what.
+ */
+char *
+otp_normalize_phone_or_error(const char *input, const char *what)
+{
+	char		digits[16];
+
+	const char *p = input;
+
+	while (*p == ' ' || *p == '(')
+		p++;
+	if (!otp_normalize_phone(input, digits, sizeof(digits)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: \"%s\"", what, input),
+				 *p == '0' ?
+				 errdetail("A number starting with 0 is a national number; WhatsApp numbers start with the country code.") :
+				 errdetail("A phone number has 8 to 15 digits, not starting with 0, after removing '+', spaces, dashes, dots, parentheses and an @c.us suffix."),
+				 *p == '0' ?
+				 errhint("Write it with the country code instead of the leading 0, e.g. +20 155 373 0661 for 0155 373 0661.") :
+				 errhint("Write it in international format, e.g. +20 155 373 0661.")));
+	return pstrdup(digits);
+}
+
+/*
+ * otp_link_url_check: ERROR unless tmpl holds {token} and is an http(s) URL
+ * once a token is substituted.
+ */
+void
+otp_link_url_check(const char *tmpl, const char *what)
+{
+	StringInfoData buf;
+	const char *p;
+
+	if (tmpl == NULL)
+		return;
+	p = strstr(tmpl, "{token}");
+	if (p == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must contain the placeholder {token}", what),
+				 errhint("Use a URL such as https://app.example/login?token={token}.")));
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, tmpl, p - tmpl);
+	appendStringInfoString(&buf, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+	appendStringInfoString(&buf, p + 7);
+	otp_check_url(buf.data, what);
+}
+
+/*
+ * otp_link_url_render: tmpl with its first {token} replaced by token,
+ * palloc'd.
+ */
+char *
+otp_link_url_render(const char *tmpl, const char *token)
+{
+	StringInfoData buf;
+	const char *p = strstr(tmpl, "{token}");
+
+	initStringInfo(&buf);
+	if (p == NULL)
+	{
+		appendStringInfoString(&buf, tmpl);
+		return buf.data;
+	}
+	appendBinaryStringInfo(&buf, tmpl, p - tmpl);
+	appendStringInfoString(&buf, token);
+	appendStringInfoString(&buf, p + 7);
+	return buf.data;
+}
+
+/*
+ * otp_check_options: validate otp_link_instance_create's options object.
+ */
+void
+otp_check_options(Jsonb *options)
+{
+	Jsonb	   *messages;
+	Jsonb	   *callback;
+	Jsonb	   *reply;
+	Jsonb	   *limits;
+	char	   *type;
+	int			i;
+
+	otp_check_object_keys(options, "options", option_keys, false);
+
+	messages = otp_jsonb_get_object(options, "messages", "options");
+	if (messages)
+	{
+		const char *texts[3];
+
+		otp_check_object_keys(messages, "options.messages", otp_message_keys, true);
+		for (i = 0; otp_message_keys[i]; i++)
+			otp_check_text_len(otp_jsonb_get_text(messages, otp_message_keys[i]),
+						   OTP_MAX_TEXT_CHARS, "message text");
+		for (i = 0; i < 3; i++)
+			texts[i] = otp_jsonb_get_text(messages, otp_message_keys[i + 1]);
+		otp_check_texts(otp_jsonb_get_text(messages, "prompt"), texts,
+					otp_jsonb_get_text(options, "link_url"), NULL, true);
+	}
+	callback = otp_jsonb_get_object(options, "callback", "options");
+	if (callback)
+	{
+		otp_check_object_keys(callback, "options.callback", otp_callback_keys, true);
+		for (i = 0; otp_callback_keys[i]; i++)
+			otp_check_url(otp_jsonb_get_text(callback, otp_callback_keys[i]), "callback URL");
+	}
+	otp_link_url_check(otp_jsonb_get_text(options, "link_url"), "options.link_url");
+
+	reply = otp_jsonb_get_object(options, "reply_endpoint", "options");
+	if (reply)
+	{
+		otp_check_object_keys(reply, "options.reply_endpoint", reply_keys, true);
+		check_header_value(otp_jsonb_get_text(reply, "token"),
+						   "options.reply_endpoint.token");
+		type = otp_jsonb_get_text(reply, "type");
+		if (type == NULL || strcmp(type, "none") == 0)
+			 /* nothing to check */ ;
+		else if (strcmp(type, "whatsapp_cloud") == 0 || strcmp(type, "http") == 0)
+		{
+			char	   *url = otp_jsonb_get_text(reply, "url");
+
+			if (url == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("options.reply_endpoint.url is required for type \"%s\"", type),
+						 errhint("Give the URL replies are posted to.")));
+			otp_check_url(url, "options.reply_endpoint.url");
+			if (strcmp(type, "whatsapp_cloud") == 0 &&
+				otp_jsonb_get_text(reply, "token") == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("options.reply_endpoint.token is required for type \"whatsapp_cloud\""),
+						 errhint("Use the access token of your WhatsApp Cloud API app.")));
+		}
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown reply endpoint type \"%s\"", type),
+					 errhint("Use \"none\", \"whatsapp_cloud\" or \"http\".")));
+	}
+
+	limits = otp_jsonb_get_object(options, "limits", "options");
+	if (limits)
+	{
+		otp_check_object_keys(limits, "options.limits", limit_keys, false);
+		for (i = 0; limit_keys[i]; i++)
+			(void) otp_jsonb_get_int(limits, limit_keys[i], 1);
+	}
+}
+
+/*
+ * otp_instance_limit: the instance's options.limits.<key>, or dflt.
+ */
+int
+otp_instance_limit(Jsonb *options, const char *key, int dflt)
+{
+	Jsonb	   *limits;
+	int			n;
+
+	if (options == NULL)
+		return dflt;
+	limits = otp_jsonb_get_object(options, "limits", "options");
+	n = otp_jsonb_get_int_clamped(limits, key, dflt);
+	return n;
+}
+
+/*
+ * otp_resolve_text: the first non-NULL of the link's, the instance's and the
+ * built-in value.
+ */
+const char *
+otp_resolve_text(Jsonb *given, Jsonb *inst, const char *key, const char *dflt)
+{
+	char	   *v = otp_jsonb_get_text(given, key);
+
+	if (v == NULL)
+		v = otp_jsonb_get_text(inst, key);
+	return v ? v : dflt;
+}
+
+/*
+ * rendered_chars: characters of tmpl once rendered with a link of
+ * link_len characters.
+ */
+static int
+rendered_chars(const char *tmpl, const char *name, int link_len)
+{
+	StringInfoData buf;
+	char	   *fake_link = palloc(link_len + 1);
+
+	memset(fake_link, 'x', link_len);
+	fake_link[link_len] = '\0';
+	initStringInfo(&buf);
+	otp_render_template(&buf, tmpl, fake_link, name, "AAAAAAAA");
+	return pg_mbstrlen(buf.data);
+}
+
+/*
+ * otp_check_texts: ERROR unless a link's texts can be sent (22023, 22001):
+ * {link} only in the success text, and there only with a link URL (unless
+ * link_url_may_come: an instance's options, where generate may still pass
+ * one); every text within WhatsApp's limit once rendered with name and the
+ * longest link; the prompt leaves room for the code and its warning.
+ * prompt and texts[0..2] (success, failed, expired) may be NULL: not given.
+ * Shared by otp_link_generate and the instance options' check, so that an
+ * instance whose texts no generate could use is refused when it is made.
+ */
+void
+otp_check_texts(const char *prompt, const char *const *texts, const char *link_url,
+			const char *name, bool link_url_may_come)
+{
+	int			link_len = link_url ? (int) strlen(link_url) + 36 : 0;
+	int			i;
+
+	if (prompt && otp_template_has(prompt, "{link}"))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the prompt cannot contain {link}"),
+				 errdetail("The login link exists only once the code is verified."),
+				 errhint("Use {link} in the success text.")));
+	for (i = 1; i < 3; i++)
+		if (texts[i] && otp_template_has(texts[i], "{link}"))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("message.%s cannot contain {link}", otp_message_keys[i + 1]),
+					 errdetail("A login link is issued only when the code is verified."),
+					 errhint("Use {link} in the success text only.")));
+	if (link_url == NULL && !link_url_may_come &&
+		texts[0] && otp_template_has(texts[0], "{link}"))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("message text uses {link} but no link URL is known"),
+				 errhint("Pass link_url (e.g. https://app.example/login?token={token}) or set link_url in the instance's options.")));
+	for (i = 0; i < 3; i++)
+		if (texts[i] && rendered_chars(texts[i], name, link_len) > OTP_MAX_TEXT_CHARS)
+			ereport(ERROR,
+					(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+					 errmsg("message.%s is longer than %d characters once rendered",
+							otp_message_keys[i + 1], OTP_MAX_TEXT_CHARS),
+					 errhint("WhatsApp accepts text messages of at most %d characters.",
+							 OTP_MAX_TEXT_CHARS)));
+	/* the prompt plus " [XXXXXXXX] - DO NOT CHANGE THIS MESSAGE" */
+	if (prompt && rendered_chars(prompt, name, 0) + 40 > OTP_MAX_TEXT_CHARS)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("message.prompt is longer than %d characters once rendered",
+						OTP_MAX_TEXT_CHARS - 40),
+				 errhint("WhatsApp accepts text messages of at most %d characters, and the code and its warning take 40.",
+						 OTP_MAX_TEXT_CHARS)));
+}
+
+/* ----------------------------------------------------------------
+ * otp_link_destination_allowed(address inet) RETURNS boolean
+ *
+ * Whether the worker, with otp_link.allow_private_networks off, would
+ * connect to address: the very check it makes on each resolved address
+ * (http.c), callable without any network traffic.
+ * ----------------------------------------------------------------
+ */
+Datum
+otp_link_destination_allowed(PG_FUNCTION_ARGS)
+{
+	inet	   *addr = PG_GETARG_INET_PP(0);
+	struct sockaddr_storage ss;
+	char		desc[64];
+
+	memset(&ss, 0, sizeof(ss));
+	if (ip_family(addr) == PGSQL_AF_INET)
+	{
+		struct sockaddr_in *sin = (struct sockaddr_in *) &ss;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, ip_addr(addr), 4);
+	}
+	else
+	{
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *) &ss;
+
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, ip_addr(addr), 16);
+	}
+	PG_RETURN_BOOL(otp_address_allowed((struct sockaddr *) &ss, desc, sizeof(desc)));
+}

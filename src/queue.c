@@ -1,0 +1,723 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.c
+ *	  The worker's SQL on otp_link.deliveries: claim due rows, record the
+ *	  results of finished requests, and the transaction helpers the worker
+ *	  uses; also the SQL-callable otp_link_delivery_requeue and the trigger
+ *	  function otp_link_deliveries_wake (backend side).
+ *
+ * Locking: the claim takes due rows with FOR UPDATE SKIP LOCKED and puts a
+ * lease (locked_until) on them in one short transaction, committed before
+ * any request is sent; results are recorded in another short transaction
+ * after the requests finished.  No transaction is open during network I/O.
+ * The worker runs with lock_timeout, so a row held by a backend delays it
+ * only briefly.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+
+#include "mb/pg_wchar.h"
+
+#include "pgstat.h"
+
+#include "utils/builtins.h"
+
+#include "utils/memutils.h"
+
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+#include "otp_link.h"
+#include "worker.h"
+
+#define OTP_LEASE_MARGIN_MS		60000	/* lease = timeout + this */
+#define OTP_RETRY_AFTER_CAP_MS	((int64) 86400 * 1000)	/* honour at most 1 day */
+
+PG_FUNCTION_INFO_V1(otp_link_delivery_requeue);
+PG_FUNCTION_INFO_V1(otp_link_deliveries_wake);
+static Oid	ext_oid_seen = InvalidOid;	/* extension whose leases we cleared */
+
+/*
+ * otp_worker_begin_tx / otp_worker_end_tx: a short transaction with SPI and a snapshot.
+ */
+void
+otp_worker_begin_tx(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("otp_link worker could not connect to SPI")));
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+void
+otp_worker_end_tx(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * schema_trusted: whether the schema the name otp_link now leads to is the
+ * extension's own schema (ext_nsp) and is owned by a superuser.  The worker
+ * runs as a superuser and reaches its tables and otp_link_expire() through
+ * that name; a schema renamed away and replaced, or given to an ordinary
+ * role, must not be used.  Logs a WARNING once per change of verdict.
+ * Syscache lookups only; can ERROR only on catalog corruption.
+ */
+static bool
+schema_trusted(Oid ext_nsp)
+{
+	static bool warned = false;
+	Oid			nsp = get_namespace_oid("otp_link", true);
+	HeapTuple	tup;
+	Oid			owner = InvalidOid;
+
+	if (OidIsValid(nsp) && nsp == ext_nsp)
+	{
+		tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nsp));
+		if (HeapTupleIsValid(tup))
+		{
+			owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+			ReleaseSysCache(tup);
+		}
+		if (OidIsValid(owner) && superuser_arg(owner))
+		{
+			warned = false;
+			return true;
+		}
+	}
+	if (!warned)
+		ereport(WARNING,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("otp_link worker does not serve database \"%s\": schema \"otp_link\" is not the extension's schema or is not owned by a superuser",
+						get_database_name(MyDatabaseId)),
+				 errhint("Give schema otp_link back to a superuser (ALTER SCHEMA otp_link OWNER TO postgres) after checking what it holds.")));
+	warned = true;
+	return false;
+}
+
+/*
+ * otp_extension_ready: whether the extension exists in this database and its
+ * schema can be trusted (inside a transaction).  The first time it is seen
+ * by this process (or after it was re-created), clears the leases a
+ * previous incarnation left behind: no request of ours is in flight for
+ * them.
+ */
+bool
+otp_extension_ready(void)
+{
+	static Oid	ext_nsp = InvalidOid;
+	Oid			ext = get_extension_oid("otp_link", true);
+
+	if (!OidIsValid(ext))
+	{
+		ext_oid_seen = InvalidOid;
+		return false;
+	}
+	if (ext != ext_oid_seen)
+	{
+		int			rc;
+		bool		isnull;
+
+		rc = SPI_execute_with_args("SELECT extnamespace FROM pg_catalog.pg_extension WHERE oid = $1",
+								   1, (Oid[]) {OIDOID}, (Datum[]) {ObjectIdGetDatum(ext)},
+								   NULL, true, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			return false;
+		ext_nsp = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+												 SPI_tuptable->tupdesc, 1, &isnull));
+		if (!schema_trusted(ext_nsp))
+			return false;
+		rc = SPI_execute("UPDATE otp_link.deliveries SET locked_until = NULL "
+						 "WHERE status = 'queued' AND locked_until IS NOT NULL",
+						 false, 0);
+		if (rc != SPI_OK_UPDATE)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("otp_link worker could not clear stale leases: %s",
+							SPI_result_code_string(rc))));
+		if (SPI_processed > 0)
+			ereport(LOG,
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg("otp_link worker released %llu stale delivery leases",
+							(unsigned long long) SPI_processed)));
+		ext_oid_seen = ext;
+		return true;
+	}
+	return schema_trusted(ext_nsp);
+}
+
+/*
+ * clean_text: a copy of s (at most len bytes) that is safe to store as
+ * text: valid in the server encoding, no control characters, and with
+ * every occurrence of secret replaced by "[redacted]".  palloc'd in
+ * CurrentMemoryContext.
+ */
+static char *
+clean_text(const char *s, size_t len, const char *secret)
+{
+	StringInfoData buf;
+	char	   *copy = pnstrdup(s, len);
+	size_t		n = strlen(copy);
+	size_t		i;
+	bool		valid;
+
+	valid = pg_verifymbstr(copy, n, true);
+	for (i = 0; i < n; i++)
+	{
+		unsigned char c = (unsigned char) copy[i];
+
+		if (c < 0x20 || c == 0x7f)
+			copy[i] = ' ';
+		else if (c >= 0x80 && !valid)
+			copy[i] = '?';
+	}
+
+	if (secret == NULL || secret[0] == '\0' || strstr(copy, secret) == NULL)
+		return copy;
+
+	initStringInfo(&buf);
+	{
+		const char *p = copy;
+		const char *hit;
+		size_t		slen = strlen(secret);
+
+		while ((hit = strstr(p, secret)) != NULL)
+		{
+			appendBinaryStringInfo(&buf, p, hit - p);
+			appendStringInfoString(&buf, "[redacted]");
+			p = hit + slen;
+		}
+		appendStringInfoString(&buf, p);
+	}
+	pfree(copy);
+	return buf.data;
+}
+
+/* ----------------------------------------------------------------
+ * Worker: recording results
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * run_kept: execute sql with args through a statement prepared on first use
+ * and kept for the life of the worker process (otp_prepare_opts; the plan
+ * cache re-plans it after DDL on the tables, e.g. an extension update).
+ * The worker's three statements of every round (claim, record, next due)
+ * are thus parsed once, not once per round.  cursor_options
+ * CURSOR_OPT_CUSTOM_PLAN plans every execution anew: the record statement
+ * needs that, since a generic plan made while the queue was short (a hash
+ * join over every queued row) stays in use when it is long, and then costs
+ * O(queue) per round (measured: 20,000 callbacks took 7.4 s instead of
+ * 3.5 s).  Must be called inside otp_worker_begin_tx()/otp_worker_end_tx(); leaves SPI's
+ * procedure context current, as SPI_execute_with_args does.  Can ERROR.
+ */
+static int
+run_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+		 Datum *args, bool read_only, long count, int cursor_options)
+{
+	otp_prepare_opts(plan, sql, nargs, argtypes, cursor_options);
+	return SPI_execute_plan(*plan, args, NULL, read_only, count);
+}
+
+/* the columns of the recording UPDATE, one array element per request */
+typedef struct ResultArrays
+{
+	Datum	   *ids;
+	Datum	   *statuses;
+	Datum	   *nexts;
+	bool	   *nexts_null;
+	Datum	   *https;
+	bool	   *https_null;
+	Datum	   *errs;
+	bool	   *errs_null;
+	Datum	   *atts;
+} ResultArrays;
+
+/*
+ * result_status: the status a finished request leaves its delivery in
+ * ("delivered" or "dead"; *retry when it may be tried again) and the error
+ * text for last_error in *err (NULL when none).  Allocates in
+ * CurrentMemoryContext; cannot ERROR.
+ */
+static const char *
+result_status(OtpHttpRequest *req, bool *retry, char **err)
+{
+	const char *status = "dead";
+
+	*retry = false;
+	*err = NULL;
+	switch (req->outcome)
+	{
+		case OTP_HTTP_RESPONSE:
+			if (req->http_status >= 200 && req->http_status < 300)
+				status = "delivered";
+			else if (req->http_status == 429 || req->http_status == 408 ||
+					 req->http_status >= 500)
+				*retry = true;
+			else
+				status = "dead";	/* 410, other 4xx, 3xx: never retried */
+			if (req->http_status < 200 || req->http_status >= 300)
+			{
+				char	   *body = clean_text(req->response, req->response_len,
+											  req->redact);
+
+				*err = psprintf("HTTP %d%s%s%s", req->http_status,
+								req->http_status == 410 ? " (gone: the endpoint asked to stop)" : "",
+								body[0] ? ": " : "", body);
+			}
+			break;
+		case OTP_HTTP_TRANSPORT_ERROR:
+			*retry = true;
+			*err = clean_text(req->errbuf, strlen(req->errbuf), req->redact);
+			break;
+		case OTP_HTTP_REFUSED:
+		case OTP_HTTP_INVALID:
+		default:
+			status = "dead";
+			*err = clean_text(req->errbuf, strlen(req->errbuf), req->redact);
+			break;
+	}
+	return status;
+}
+
+/*
+ * result_row: element i of the arrays for one finished request: its
+ * status, the time of its next attempt when retried (from the schedule or
+ * a later Retry-After; loop->next_claim is pulled forward to it), its
+ * HTTP status and error.  Logs a dead delivery.  Allocates in
+ * CurrentMemoryContext; cannot ERROR.
+ */
+static void
+result_row(ResultArrays *a, int i, OtpHttpRequest *req, TimestampTz now,
+		   OtpWorkerLoop *loop)
+{
+	bool		retry;
+	char	   *err;
+	const char *status = result_status(req, &retry, &err);
+
+	a->nexts_null[i] = true;
+	a->nexts[i] = (Datum) 0;
+	if (retry)
+	{
+		int64		delay = otp_retry_delay_ms(req->attempts);
+
+		if (delay < 0)
+			status = "dead";
+		else
+		{
+			TimestampTz at;
+
+			/* cap the seconds before multiplying: a huge value must not wrap */
+			if (req->retry_after_s > 0)
+			{
+				int64		ra_ms = Min(req->retry_after_s,
+										OTP_RETRY_AFTER_CAP_MS / 1000) * 1000;
+
+				if (ra_ms > delay)
+					delay = ra_ms;
+			}
+			at = TimestampTzPlusMilliseconds(now, delay);
+			status = "queued";
+			a->nexts[i] = TimestampTzGetDatum(at);
+			a->nexts_null[i] = false;
+			if (at < loop->next_claim)
+				loop->next_claim = at;
+		}
+	}
+
+	if (strcmp(status, "dead") == 0)
+		ereport(LOG,
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("otp_link delivery " INT64_FORMAT " is dead after %d attempt(s): %s",
+						req->id, req->attempts, err ? err : "")));
+	else
+		elog(DEBUG1, "otp_link delivery " INT64_FORMAT " attempt %d: %s (%d, %.1f ms)",
+			 req->id, req->attempts, status, req->http_status,
+			 req->elapsed_us / 1000.0);
+
+	a->ids[i] = Int64GetDatum(req->id);
+	a->statuses[i] = CStringGetTextDatum(status);
+	a->https[i] = Int32GetDatum(req->http_status);
+	a->https_null[i] = (req->http_status == 0);
+	a->errs[i] = err ? CStringGetTextDatum(err) : (Datum) 0;
+	a->errs_null[i] = (err == NULL);
+	a->atts[i] = Int32GetDatum(req->attempts);
+}
+
+/*
+ * results_update: the one UPDATE, in its own short transaction, that
+ * writes the n results in a (only rows still queued with the same attempt
+ * count: a requeue in between wins).  Allocates in CurrentMemoryContext.
+ * ERRORs on database errors.
+ */
+static void
+results_update(ResultArrays *a, int n)
+{
+	int			dims[1];
+	int			lbs[1] = {1};
+	Oid			argtypes[6] = {INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
+	INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
+	Datum		args[6];
+	int			rc;
+
+	dims[0] = n;
+	args[0] = PointerGetDatum(construct_array(a->ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_array(a->statuses, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_md_array(a->nexts, a->nexts_null, 1, dims, lbs,
+												 TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[3] = PointerGetDatum(construct_md_array(a->https, a->https_null, 1, dims, lbs,
+												 INT4OID, 4, true, TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_md_array(a->errs, a->errs_null, 1, dims, lbs,
+												 TEXTOID, -1, false, TYPALIGN_INT));
+	args[5] = PointerGetDatum(construct_array(a->atts, n, INT4OID, 4, true, TYPALIGN_INT));
+
+	otp_worker_begin_tx("otp_link: recording delivery results");
+	if (otp_extension_ready())
+	{
+		static SPIPlanPtr plan = NULL;
+
+		rc = run_kept(&plan,
+					  "UPDATE otp_link.deliveries d "
+					  "   SET status = r.status, "
+					  "       next_attempt_at = coalesce(r.next_at, d.next_attempt_at), "
+					  "       locked_until = NULL, "
+					  "       last_http_status = r.http, "
+					  "       last_error = r.err, "
+					  "       updated_at = pg_catalog.now(), "
+					  "       delivered_at = CASE WHEN r.status = 'delivered' "
+					  "                      THEN pg_catalog.now() ELSE d.delivered_at END "
+					  "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+					  "                  pg_catalog.unnest($3), pg_catalog.unnest($4), "
+					  "                  pg_catalog.unnest($5), pg_catalog.unnest($6)) "
+					  "       AS r(id, status, next_at, http, err, attempts) "
+					  " WHERE d.id = r.id AND d.status = 'queued' AND d.attempts = r.attempts",
+					  6, argtypes, args, false, 0, CURSOR_OPT_CUSTOM_PLAN);
+		if (rc != SPI_OK_UPDATE)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("otp_link worker could not record delivery results: %s",
+							SPI_result_code_string(rc))));
+	}
+	otp_worker_end_tx();
+}
+
+/*
+ * otp_queue_record: write the outcome of the finished requests in
+ * "unrecorded" in one transaction (one UPDATE over unnest()ed arrays), then
+ * free the requests.  Retries get their next_attempt_at from the schedule
+ * (or a later Retry-After); loop->next_claim is pulled forward to the earliest.
+ * Allocates in CurrentMemoryContext (the loop context).  Can ERROR on
+ * database errors; the requests are then freed by the caller's cleanup and
+ * their leases expire, so they are sent again (at-least-once).
+ */
+void
+otp_queue_record(OtpWorkerLoop *loop)
+{
+	int			n = list_length(loop->unrecorded);
+	ResultArrays a;
+	TimestampTz now = GetCurrentTimestamp();
+	int			i = 0;
+	ListCell   *lc;
+
+	a.ids = palloc(n * sizeof(Datum));
+	a.statuses = palloc(n * sizeof(Datum));
+	a.nexts = palloc(n * sizeof(Datum));
+	a.nexts_null = palloc(n * sizeof(bool));
+	a.https = palloc(n * sizeof(Datum));
+	a.https_null = palloc(n * sizeof(bool));
+	a.errs = palloc(n * sizeof(Datum));
+	a.errs_null = palloc(n * sizeof(bool));
+	a.atts = palloc(n * sizeof(Datum));
+
+	foreach(lc, loop->unrecorded)
+		result_row(&a, i++, (OtpHttpRequest *) lfirst(lc), now, loop);
+	results_update(&a, n);
+
+	foreach(lc, loop->unrecorded)
+		MemoryContextDelete(((OtpHttpRequest *) lfirst(lc))->cxt);
+	list_free(loop->unrecorded);
+	loop->unrecorded = NIL;
+}
+
+/* ----------------------------------------------------------------
+ * Worker: claiming and sending
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * Columns returned by the claim query:
+ *	1 id, 2 attempts, 3 webhook_id, 4 url, 5 body, 6 mode
+ *	('signed' | 'cloud' | 'none'), 7 secret, 8 token
+ */
+static const char *claim_sql =
+"WITH c AS ("
+"  SELECT id FROM otp_link.deliveries"
+"   WHERE status = 'queued' AND next_attempt_at <= pg_catalog.now()"
+"     AND (locked_until IS NULL OR locked_until < pg_catalog.now())"
+"   ORDER BY next_attempt_at"
+"   LIMIT $1"
+"   FOR UPDATE SKIP LOCKED) "
+"UPDATE otp_link.deliveries d"
+"   SET locked_until = pg_catalog.now() + $2 * interval '1 millisecond',"
+"       attempts = d.attempts + 1,"
+"       updated_at = pg_catalog.now()"
+"  FROM c, otp_link.instances i,"
+"       LATERAL (SELECT i.options -> 'reply_endpoint' AS ep) e,"
+"       LATERAL (SELECT CASE pg_catalog.jsonb_typeof(e.ep)"
+"                       WHEN 'object' THEN e.ep ->> 'type'"
+"                       WHEN 'string' THEN e.ep #>> '{}' END AS t) et"
+" WHERE d.id = c.id AND i.id = d.instance_id "
+"RETURNING d.id, d.attempts, d.webhook_id,"
+"   CASE WHEN d.kind = 'callback' THEN d.destination ELSE e.ep ->> 'url' END,"
+"   CASE WHEN d.kind = 'reply' AND et.t = 'whatsapp_cloud' THEN"
+"        pg_catalog.jsonb_build_object('messaging_product', 'whatsapp',"
+"            'recipient_type', 'individual', 'to', d.destination, 'type', 'text',"
+"            'text', pg_catalog.jsonb_build_object('body', d.payload ->> 'body'))::text"
+"        ELSE d.payload::text END,"
+"   CASE WHEN d.kind = 'callback' THEN 'signed'"
+"        WHEN et.t = 'whatsapp_cloud' THEN 'cloud'"
+"        WHEN et.t = 'http' THEN 'signed'"
+"        ELSE 'none' END,"
+"   i.secret,"
+"   CASE WHEN d.kind = 'reply' THEN e.ep ->> 'token' END";
+
+/*
+ * claim_rows: claim up to "slots" due deliveries (FOR UPDATE SKIP LOCKED,
+ * a lease of timeout + margin, the attempt counted) and build their
+ * requests.  Runs inside the claim's transaction; the list and requests
+ * live in loop->cxt.  ERRORs on database errors.
+ */
+static List *
+claim_rows(OtpWorkerLoop *loop, int slots)
+{
+	static SPIPlanPtr claim_plan = NULL;
+	Oid			argtypes[2] = {INT4OID, INT8OID};
+	Datum		args[2];
+	List	   *reqs = NIL;
+	int			rc;
+	uint64		i;
+	uint64		claimed;
+
+	args[0] = Int32GetDatum(slots);
+	args[1] = Int64GetDatum((int64) otp_link_timeout_ms + OTP_LEASE_MARGIN_MS);
+	rc = run_kept(&claim_plan, claim_sql, 2, argtypes, args, false, 0, 0);
+	if (rc != SPI_OK_UPDATE_RETURNING)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("otp_link worker could not claim deliveries: %s",
+						SPI_result_code_string(rc))));
+	claimed = SPI_processed;
+	for (i = 0; i < claimed; i++)
+	{
+		OtpHttpRequest *req = otp_build_request(loop->cxt, SPI_tuptable->vals[i],
+												SPI_tuptable->tupdesc);
+		MemoryContext old = MemoryContextSwitchTo(loop->cxt);
+
+		/* the list must survive SPI_finish() */
+		reqs = lappend(reqs, req);
+		MemoryContextSwitchTo(old);
+	}
+	return reqs;
+}
+
+/*
+ * next_due: when the next unclaimed delivery is due, at the latest
+ * fallback (a second ahead when one is due now but row-locked by
+ * someone).  Runs inside the claim's transaction; allocates in SPI's
+ * context.  Can ERROR on database errors.
+ */
+static TimestampTz
+next_due(TimestampTz now, TimestampTz fallback)
+{
+	static SPIPlanPtr next_plan = NULL;
+	TimestampTz next = fallback;
+	int			rc;
+
+	/*
+	 * Not read-only: SPI then increments the command counter and takes a
+	 * new snapshot, which sees the leases the claim just took.  Read-only,
+	 * it ran on the first snapshot, saw the claimed rows as due and pushed
+	 * next_claim a second ahead for nothing.
+	 */
+	rc = run_kept(&next_plan,
+				  "SELECT pg_catalog.min(next_attempt_at) FROM otp_link.deliveries"
+				  " WHERE status = 'queued'"
+				  "   AND (locked_until IS NULL OR locked_until < pg_catalog.now())",
+				  0, NULL, NULL, false, 1, 0);
+	if (rc == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+		{
+			TimestampTz due = DatumGetTimestampTz(d);
+
+			/* due but not claimed: row-locked by someone; look again soon */
+			if (due <= now)
+				due = TimestampTzPlusMilliseconds(now, 1000);
+			next = Min(due, fallback);
+		}
+	}
+	return next;
+}
+
+/*
+ * start_requests: after the claim's COMMIT, hand the requests to http.c;
+ * one that cannot start goes straight to loop->unrecorded.  The requests
+ * move under TopMemoryContext (they outlive the round).  Cannot ERROR
+ * except on out of memory.
+ */
+static void
+start_requests(OtpWorkerLoop *loop, List *reqs)
+{
+	ListCell   *lc;
+
+	foreach(lc, reqs)
+	{
+		OtpHttpRequest *req = (OtpHttpRequest *) lfirst(lc);
+		MemoryContext old;
+
+		/* the request now outlives the round */
+		MemoryContextSetParent(req->cxt, TopMemoryContext);
+		old = MemoryContextSwitchTo(TopMemoryContext);
+
+		if (req->outcome != OTP_HTTP_PENDING || !otp_http_start(req))
+			loop->unrecorded = lappend(loop->unrecorded, req);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/*
+ * otp_queue_claim_and_send: claim up to "slots" due deliveries in one short
+ * transaction, then (after COMMIT) start their requests.  Sets loop->next_claim:
+ * now when the batch was full (more may be due), else the earliest
+ * next_attempt_at still queued.  Can ERROR on database errors (nothing has
+ * been sent then).
+ */
+void
+otp_queue_claim_and_send(OtpWorkerLoop *loop, int slots)
+{
+	List	   *reqs = NIL;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz fallback = TimestampTzPlusMilliseconds(now, otp_link_sweep_interval_ms);
+
+	otp_worker_begin_tx("otp_link: claiming deliveries");
+	if (!otp_extension_ready())
+		loop->next_claim = fallback;
+	else
+	{
+		reqs = claim_rows(loop, slots);
+		if (list_length(reqs) >= slots)
+			loop->next_claim = now;
+		else
+			loop->next_claim = next_due(now, fallback);
+	}
+	otp_worker_end_tx();
+
+	/* the transaction is closed: now talk to the network */
+	start_requests(loop, reqs);
+}
+
+/* ----------------------------------------------------------------
+ * SQL: otp_link.otp_link_deliveries_wake() trigger
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * otp_link_deliveries_wake: statement-level AFTER trigger on
+ * otp_link.deliveries; wakes the worker when the transaction commits.
+ * ERRORs if not called as a trigger.
+ */
+Datum
+otp_link_deliveries_wake(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("otp_link_deliveries_wake() must be called as a trigger")));
+	otp_link_wake_worker_at_commit();
+	return PointerGetDatum(NULL);
+}
+
+/* ----------------------------------------------------------------
+ * SQL: otp_link.otp_link_delivery_requeue(id bigint)
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * otp_link_delivery_requeue: put a dead delivery back in the queue
+ * (attempts reset to 0, due now) and wake the worker at commit.  Returns
+ * {"id", "status", "requeued"}; a delivery that is not dead is left alone
+ * (requeued false).  ERRORs with PT404 (HTTP 404 in PostgREST) if there is no such
+ * delivery.  The result is allocated in the caller's context.
+ */
+Datum
+otp_link_delivery_requeue(PG_FUNCTION_ARGS)
+{
+	int64		id = PG_GETARG_INT64(0);
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	Oid			argtypes2[2];
+	Datum		args2[2];
+	Datum		result;
+	bool		isnull;
+	int			rc;
+	bool		requeued;
+
+	args[0] = Int64GetDatum(id);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not connect to SPI")));
+
+	rc = SPI_execute_with_args("UPDATE otp_link.deliveries"
+							   "   SET status = 'queued', attempts = 0,"
+							   "       next_attempt_at = pg_catalog.now(), locked_until = NULL,"
+							   "       updated_at = pg_catalog.now()"
+							   " WHERE id = $1 AND status = 'dead'",
+							   1, argtypes, args, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not requeue delivery " INT64_FORMAT ": %s",
+						id, SPI_result_code_string(rc))));
+	requeued = (SPI_processed == 1);
+
+	argtypes2[0] = INT8OID;
+	argtypes2[1] = BOOLOID;
+	args2[0] = Int64GetDatum(id);
+	args2[1] = BoolGetDatum(requeued);
+	rc = SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object('id', id, 'status', status,"
+							   " 'attempts', attempts, 'requeued', $2)"
+							   "  FROM otp_link.deliveries WHERE id = $1",
+							   2, argtypes2, args2, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(MAKE_SQLSTATE('P', 'T', '4', '0', '4')),
+				 errmsg("delivery " INT64_FORMAT " does not exist", id)));
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	result = SPI_datumTransfer(result, false, -1);
+	SPI_finish();
+
+	if (requeued)
+		otp_link_wake_worker_at_commit();
+
+	PG_RETURN_DATUM(result);
+}
