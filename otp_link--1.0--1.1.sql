@@ -280,3 +280,44 @@ COMMENT ON FUNCTION otp_link.otp_link_stats(interval) IS
 
 REVOKE ALL ON FUNCTION otp_link.otp_link_worker() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_worker() TO otp_link_admin;
+
+/*
+ * Secret rotation with a grace period: while previous_secret_until is in
+ * the future, callbacks carry a second signature made with previous_secret.
+ */
+ALTER TABLE otp_link.instances
+	ADD COLUMN previous_secret text CHECK (previous_secret LIKE 'whsec\_%'),
+	ADD COLUMN previous_secret_until timestamptz;
+DROP FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean);
+CREATE FUNCTION otp_link.otp_link_instance_update(instance uuid, name text DEFAULT NULL,
+												  options jsonb DEFAULT NULL,
+												  rotate_secret boolean DEFAULT false,
+												  grace interval DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_instance_update'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean, interval) IS
+'Replaces an instance''s name and/or options, optionally with a new signing secret (with grace, callbacks are also signed with the previous one until it ends); links already made keep their texts';
+REVOKE ALL ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean, interval) TO otp_link_admin;
+
+/*
+ * Say so where the user is looking when no delivery worker will serve this
+ * database: deliveries would wait, silently.
+ */
+DO $worker$
+DECLARE
+	w jsonb := otp_link.otp_link_worker();
+BEGIN
+	IF NOT (w->>'preloaded')::boolean THEN
+		RAISE WARNING 'otp_link is not in shared_preload_libraries: deliveries will stay queued'
+			USING HINT = 'Add otp_link to shared_preload_libraries and restart the server to start the delivery worker.';
+	ELSIF w->>'database' <> pg_catalog.current_database() THEN
+		RAISE WARNING 'otp_link worker serves database "%": deliveries queued in database "%" will stay queued',
+			w->>'database', pg_catalog.current_database()
+			USING HINT = pg_catalog.format('Set otp_link.database = %L and restart the server, or use otp_link in database %I.',
+										   pg_catalog.current_database(), w->>'database');
+	END IF;
+END
+$worker$;

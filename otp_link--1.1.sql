@@ -86,7 +86,9 @@ CREATE TABLE otp_link.instances (
 	name		text,
 	options		jsonb NOT NULL DEFAULT '{}' CHECK (pg_catalog.jsonb_typeof(options) = 'object'),
 	secret		text NOT NULL CHECK (secret LIKE 'whsec\_%'),
-	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now()
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	previous_secret text CHECK (previous_secret LIKE 'whsec\_%'),
+	previous_secret_until timestamptz
 );
 COMMENT ON TABLE otp_link.instances IS 'Registered WhatsApp numbers, their defaults and their webhook signing secret';
 
@@ -221,13 +223,14 @@ COMMENT ON FUNCTION otp_link.otp_link_instance_create(text, text, jsonb) IS
 
 CREATE FUNCTION otp_link.otp_link_instance_update(instance uuid, name text DEFAULT NULL,
 												  options jsonb DEFAULT NULL,
-												  rotate_secret boolean DEFAULT false)
+												  rotate_secret boolean DEFAULT false,
+												  grace interval DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'otp_link_instance_update'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean) IS
-'Replaces an instance''s name and/or options, optionally with a new signing secret; links already made keep their texts';
+COMMENT ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean, interval) IS
+'Replaces an instance''s name and/or options, optionally with a new signing secret (with grace, callbacks are also signed with the previous one until it ends); links already made keep their texts';
 
 CREATE FUNCTION otp_link.otp_link_instance_delete(instance uuid)
 RETURNS boolean
@@ -591,7 +594,7 @@ GRANT EXECUTE ON FUNCTION otp_link.otp_link_redeem(text, text),
 	otp_link.otp_link_replies_ack(bigint[], boolean)
 	TO otp_link_app, otp_link_admin;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_destination_allowed(inet) TO otp_link_admin;
-GRANT EXECUTE ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean),
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean, interval),
 	otp_link.otp_link_instance_delete(uuid)
 	TO otp_link_admin;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_consume_message(text, text, text, uuid),
@@ -637,3 +640,23 @@ REVOKE ALL ON FUNCTION otp_link.otp_link_deliveries_wake() FROM PUBLIC;
 CREATE TRIGGER deliveries_wake
 	AFTER INSERT OR UPDATE OF status, next_attempt_at ON otp_link.deliveries
 	FOR EACH STATEMENT EXECUTE FUNCTION otp_link.otp_link_deliveries_wake();
+
+/*
+ * Say so where the user is looking when no delivery worker will serve this
+ * database: deliveries would wait, silently.
+ */
+DO $worker$
+DECLARE
+	w jsonb := otp_link.otp_link_worker();
+BEGIN
+	IF NOT (w->>'preloaded')::boolean THEN
+		RAISE WARNING 'otp_link is not in shared_preload_libraries: deliveries will stay queued'
+			USING HINT = 'Add otp_link to shared_preload_libraries and restart the server to start the delivery worker.';
+	ELSIF w->>'database' <> pg_catalog.current_database() THEN
+		RAISE WARNING 'otp_link worker serves database "%": deliveries queued in database "%" will stay queued',
+			w->>'database', pg_catalog.current_database()
+			USING HINT = pg_catalog.format('Set otp_link.database = %L and restart the server, or use otp_link in database %I.',
+										   pg_catalog.current_database(), w->>'database');
+	END IF;
+END
+$worker$;

@@ -20,6 +20,7 @@
 
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/timestamp.h"
 
 #include "utils/uuid.h"
 
@@ -345,29 +346,62 @@ otp_instance_lookup(Datum id, char **phone, char **name, Jsonb **options)
 	return found;
 }
 
+/*
+ * rotation_grace: the grace argument of otp_link_instance_update in
+ * seconds (0 when absent or NULL, or when the 1.0 declaration without it is
+ * still installed).  ERRORs (22023) outside 0 to 7 days, or when given
+ * without rotate_secret.
+ */
+static int64
+rotation_grace(FunctionCallInfo fcinfo, bool rotate)
+{
+	Interval   *iv;
+	int64		usecs;
+
+	if (PG_NARGS() < 5 || PG_ARGISNULL(4))
+		return 0;
+	iv = PG_GETARG_INTERVAL_P(4);
+	usecs = iv->time + (int64) iv->day * USECS_PER_DAY +
+		(int64) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
+	if (usecs < 0 || usecs > (int64) OTP_MAX_LIMIT_SECONDS * USECS_PER_SEC)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("grace must be between 0 and 7 days"),
+				 errhint("Give the time your receivers need to switch to the new secret, e.g. '24 hours'.")));
+	if (usecs > 0 && !rotate)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("grace applies only with rotate_secret"),
+				 errhint("Pass rotate_secret => true to rotate the secret with a grace period.")));
+	return usecs / USECS_PER_SEC;
+}
+
 /* ----------------------------------------------------------------
  * otp_link_instance_update(instance uuid, name text, options jsonb,
- *		rotate_secret boolean) RETURNS jsonb
+ *						   rotate_secret boolean, grace interval) RETURNS jsonb
  *
- * Replaces the name and/or the options (checked like instance_create's)
- * of an instance, and optionally gives it a new signing secret.  Links
- * already generated keep the texts and callbacks they were made with.
- * Returns the instance; "secret" only when it was rotated.
+ * Replaces the name and/or the options; with rotate_secret, a new signing
+ * secret.  With a grace period, callbacks are signed with the new and the
+ * previous secret until it ends (Standard Webhooks allows several
+ * signatures), so receivers can switch without dropping callbacks.
+ * ERRORs on bad input (22023, 22001), an unknown instance (PT404).
  * ----------------------------------------------------------------
  */
 Datum
 otp_link_instance_update(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			types[5] = {UUIDOID, TEXTOID, BOOLOID, JSONBOID, TEXTOID};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	static SPIPlanPtr plan10 = NULL;
+	Oid			types[6] = {UUIDOID, TEXTOID, BOOLOID, JSONBOID, TEXTOID, INT8OID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	char	   *name = NULL;
 	Jsonb	   *options = NULL;
 	char	   *secret = NULL;
 	bool		rotate = !PG_ARGISNULL(3) && PG_GETARG_BOOL(3);
+	int64		grace = rotation_grace(fcinfo, rotate);
 	OtpJsonb	jb;
-	char	   *row[4];
+	char	   *row[5];
 	int			i;
 
 	if (PG_ARGISNULL(0))
@@ -396,20 +430,37 @@ otp_link_instance_update(PG_FUNCTION_ARGS)
 	nulls[3] = options ? ' ' : 'n';
 	values[4] = secret ? CStringGetTextDatum(secret) : (Datum) 0;
 	nulls[4] = secret ? ' ' : 'n';
+	values[5] = Int64GetDatum(grace);
 
 	otp_spi_connect();
-	otp_prepare(&plan,
-				"UPDATE otp_link.instances SET "
-				"name = CASE WHEN $3 THEN $2 ELSE name END, "
-				"options = coalesce($4, options), secret = coalesce($5, secret) "
-				"WHERE id = $1 RETURNING id::text, phone, name, "
-				"to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')",
-				5, types);
-	if (otp_spi_execute(plan, values, nulls, 1) != SPI_OK_UPDATE_RETURNING)
+	if (PG_NARGS() < 5)
+		otp_prepare(&plan10,	/* the 1.0 declaration: no grace columns yet */
+					"UPDATE otp_link.instances SET "
+					"name = CASE WHEN $3 THEN $2 ELSE name END, "
+					"options = coalesce($4, options), secret = coalesce($5, secret) "
+					"WHERE id = $1 RETURNING id::text, phone, name, "
+					"to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"'), NULL::text",
+					6, types);
+	else
+		otp_prepare(&plan,
+					"UPDATE otp_link.instances SET "
+					"name = CASE WHEN $3 THEN $2 ELSE name END, "
+					"options = coalesce($4, options), secret = coalesce($5, secret), "
+					"previous_secret = CASE WHEN $5 IS NULL THEN previous_secret "
+					"  WHEN $6 > 0 THEN secret END, "
+					"previous_secret_until = CASE WHEN $5 IS NULL THEN previous_secret_until "
+					"  WHEN $6 > 0 THEN now() + make_interval(secs => $6) END "
+					"WHERE id = $1 RETURNING id::text, phone, name, "
+					"to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"'), "
+					"CASE WHEN $5 IS NOT NULL AND $6 > 0 THEN "
+					"  to_char(previous_secret_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"') END",
+					6, types);
+	if (otp_spi_execute(PG_NARGS() < 5 ? plan10 : plan, values, nulls, 1) !=
+		SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "instance update failed");
 	if (SPI_processed == 0)
 		otp_error_no_instance(values[0]);
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < 5; i++)
 		row[i] = otp_spi_text(i + 1);
 	SPI_finish();
 
@@ -420,6 +471,8 @@ otp_link_instance_update(PG_FUNCTION_ARGS)
 	otp_jb_str(&jb, "name", row[2]);
 	if (secret)
 		otp_jb_str(&jb, "secret", secret);
+	if (row[4])
+		otp_jb_str(&jb, "previous_secret_valid_until", row[4]);
 	otp_jb_str(&jb, "created_at", row[3]);
 	PG_RETURN_JSONB_P(otp_jb_finish(&jb));
 }

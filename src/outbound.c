@@ -15,30 +15,51 @@
 #include "worker.h"
 
 /*
- * sign_webhook: the Standard Webhooks headers (webhook-id, -timestamp,
- * -signature) of req, signed with the instance's whsec_ secret, and the
- * optional bearer token; a secret that is not valid makes req invalid.
- * Allocates in CurrentMemoryContext (the request's); cannot ERROR except
- * on out of memory.
+ * signature_with: the "v1,<base64>" signature of req's body with the
+ * whsec_ secret, or NULL when the secret is not valid.  palloc'd; cannot
+ * ERROR except on out of memory.
  */
-static void
-sign_webhook(OtpHttpRequest *req, char *secret, char *webhook_id, char *token)
+static char *
+signature_with(OtpHttpRequest *req, const char *secret, const char *webhook_id,
+			   int64 ts)
 {
 	int			keylen;
-	uint8	   *key = otp_webhook_key(secret, &keylen);
-	int64		ts = (int64) time(NULL);
+	uint8	   *key = secret ? otp_webhook_key(secret, &keylen) : NULL;
+	char	   *sig;
 
 	if (key == NULL)
+		return NULL;
+	sig = otp_webhook_signature(key, keylen, webhook_id, ts, req->body, req->bodylen);
+	explicit_bzero(key, keylen);
+	return sig;
+}
+
+/*
+ * sign_webhook: the Standard Webhooks headers (webhook-id, -timestamp,
+ * -signature) of req, signed with the instance's whsec_ secret (and, while
+ * a rotation's grace period runs, also with the previous one: Standard
+ * Webhooks allows several space-separated signatures), and the optional
+ * bearer token; a secret that is not valid makes req invalid.  Allocates in
+ * CurrentMemoryContext (the request's); cannot ERROR except on out of
+ * memory.
+ */
+static void
+sign_webhook(OtpHttpRequest *req, char *secret, char *previous,
+			 char *webhook_id, char *token)
+{
+	int64		ts = (int64) time(NULL);
+	char	   *sig = signature_with(req, secret, webhook_id, ts);
+	char	   *old = previous ? signature_with(req, previous, webhook_id, ts) : NULL;
+
+	if (sig == NULL)
 	{
 		req->outcome = OTP_HTTP_INVALID;
 		strlcpy(req->errbuf, "the instance secret is not a valid whsec_ secret", sizeof(req->errbuf));
 	}
 	else
 	{
-		char	   *sig = otp_webhook_signature(key, keylen, webhook_id, ts,
-												req->body, req->bodylen);
-
-		explicit_bzero(key, keylen);
+		if (old != NULL)
+			sig = psprintf("%s %s", sig, old);
 		req->headers[req->nheaders++] = psprintf("webhook-id: %s", webhook_id);
 		req->headers[req->nheaders++] = psprintf("webhook-timestamp: " INT64_FORMAT, ts);
 		req->headers[req->nheaders++] = psprintf("webhook-signature: %s", sig);
@@ -67,6 +88,7 @@ otp_build_request(MemoryContext parent, HeapTuple tup, TupleDesc desc)
 	bool		isnull;
 	char	   *mode;
 	char	   *secret;
+	char	   *previous;
 	char	   *token;
 	char	   *webhook_id;
 
@@ -86,6 +108,7 @@ otp_build_request(MemoryContext parent, HeapTuple tup, TupleDesc desc)
 	mode = SPI_getvalue(tup, desc, 6);
 	secret = SPI_getvalue(tup, desc, 7);
 	token = SPI_getvalue(tup, desc, 8);
+	previous = SPI_getvalue(tup, desc, 9);
 
 	req->outcome = OTP_HTTP_PENDING;
 	req->retry_after_s = -1;
@@ -111,9 +134,11 @@ otp_build_request(MemoryContext parent, HeapTuple tup, TupleDesc desc)
 		}
 	}
 	else
-		sign_webhook(req, secret, webhook_id, token);
+		sign_webhook(req, secret, previous, webhook_id, token);
 	if (secret)
 		explicit_bzero(secret, strlen(secret));
+	if (previous)
+		explicit_bzero(previous, strlen(previous));
 
 	MemoryContextSwitchTo(old);
 	return req;

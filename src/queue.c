@@ -29,6 +29,7 @@
 
 #include "utils/builtins.h"
 
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 #include "utils/snapmgr.h"
@@ -462,39 +463,59 @@ otp_queue_record(OtpWorkerLoop *loop)
 /*
  * Columns returned by the claim query:
  *	1 id, 2 attempts, 3 webhook_id, 4 url, 5 body, 6 mode
- *	('signed' | 'cloud' | 'none'), 7 secret, 8 token
+ *	('signed' | 'cloud' | 'none'), 7 secret, 8 token, 9 the previous
+ *	secret while its grace period runs (a 1.0 schema has none: NULL)
  */
+#define CLAIM_SQL(previous_secret) \
+"WITH c AS (" \
+"  SELECT id FROM otp_link.deliveries" \
+"   WHERE status = 'queued' AND next_attempt_at <= pg_catalog.now()" \
+"     AND (locked_until IS NULL OR locked_until < pg_catalog.now())" \
+"   ORDER BY next_attempt_at" \
+"   LIMIT $1" \
+"   FOR UPDATE SKIP LOCKED) " \
+"UPDATE otp_link.deliveries d" \
+"   SET locked_until = pg_catalog.now() + $2 * interval '1 millisecond'," \
+"       attempts = d.attempts + 1," \
+"       updated_at = pg_catalog.now()" \
+"  FROM c, otp_link.instances i," \
+"       LATERAL (SELECT i.options -> 'reply_endpoint' AS ep) e," \
+"       LATERAL (SELECT CASE pg_catalog.jsonb_typeof(e.ep)" \
+"                       WHEN 'object' THEN e.ep ->> 'type'" \
+"                       WHEN 'string' THEN e.ep #>> '{}' END AS t) et" \
+" WHERE d.id = c.id AND i.id = d.instance_id " \
+"RETURNING d.id, d.attempts, d.webhook_id," \
+"   CASE WHEN d.kind = 'callback' THEN d.destination ELSE e.ep ->> 'url' END," \
+"   CASE WHEN d.kind = 'reply' AND et.t = 'whatsapp_cloud' THEN" \
+"        pg_catalog.jsonb_build_object('messaging_product', 'whatsapp'," \
+"            'recipient_type', 'individual', 'to', d.destination, 'type', 'text'," \
+"            'text', pg_catalog.jsonb_build_object('body', d.payload ->> 'body'))::text" \
+"        ELSE d.payload::text END," \
+"   CASE WHEN d.kind = 'callback' THEN 'signed'" \
+"        WHEN et.t = 'whatsapp_cloud' THEN 'cloud'" \
+"        WHEN et.t = 'http' THEN 'signed'" \
+"        ELSE 'none' END," \
+"   i.secret," \
+"   CASE WHEN d.kind = 'reply' THEN e.ep ->> 'token' END, " previous_secret
+
+static const char *claim_sql_10 = CLAIM_SQL("NULL::text");
 static const char *claim_sql =
-"WITH c AS ("
-"  SELECT id FROM otp_link.deliveries"
-"   WHERE status = 'queued' AND next_attempt_at <= pg_catalog.now()"
-"     AND (locked_until IS NULL OR locked_until < pg_catalog.now())"
-"   ORDER BY next_attempt_at"
-"   LIMIT $1"
-"   FOR UPDATE SKIP LOCKED) "
-"UPDATE otp_link.deliveries d"
-"   SET locked_until = pg_catalog.now() + $2 * interval '1 millisecond',"
-"       attempts = d.attempts + 1,"
-"       updated_at = pg_catalog.now()"
-"  FROM c, otp_link.instances i,"
-"       LATERAL (SELECT i.options -> 'reply_endpoint' AS ep) e,"
-"       LATERAL (SELECT CASE pg_catalog.jsonb_typeof(e.ep)"
-"                       WHEN 'object' THEN e.ep ->> 'type'"
-"                       WHEN 'string' THEN e.ep #>> '{}' END AS t) et"
-" WHERE d.id = c.id AND i.id = d.instance_id "
-"RETURNING d.id, d.attempts, d.webhook_id,"
-"   CASE WHEN d.kind = 'callback' THEN d.destination ELSE e.ep ->> 'url' END,"
-"   CASE WHEN d.kind = 'reply' AND et.t = 'whatsapp_cloud' THEN"
-"        pg_catalog.jsonb_build_object('messaging_product', 'whatsapp',"
-"            'recipient_type', 'individual', 'to', d.destination, 'type', 'text',"
-"            'text', pg_catalog.jsonb_build_object('body', d.payload ->> 'body'))::text"
-"        ELSE d.payload::text END,"
-"   CASE WHEN d.kind = 'callback' THEN 'signed'"
-"        WHEN et.t = 'whatsapp_cloud' THEN 'cloud'"
-"        WHEN et.t = 'http' THEN 'signed'"
-"        ELSE 'none' END,"
-"   i.secret,"
-"   CASE WHEN d.kind = 'reply' THEN e.ep ->> 'token' END";
+CLAIM_SQL("CASE WHEN i.previous_secret_until > pg_catalog.now() THEN i.previous_secret END");
+
+/*
+ * instances_have_grace: whether otp_link.instances has the rotation
+ * columns of 1.1 (between installing this library and ALTER EXTENSION
+ * UPDATE a database still has the 1.0 table).  Syscache lookups; never
+ * ERRORs while the extension exists.
+ */
+static bool
+instances_have_grace(void)
+{
+	Oid			nsp = get_namespace_oid("otp_link", true);
+	Oid			rel = OidIsValid(nsp) ? get_relname_relid("instances", nsp) : InvalidOid;
+
+	return OidIsValid(rel) && get_attnum(rel, "previous_secret") != InvalidAttrNumber;
+}
 
 /*
  * claim_rows: claim up to "slots" due deliveries (FOR UPDATE SKIP LOCKED,
@@ -506,6 +527,8 @@ static List *
 claim_rows(OtpWorkerLoop *loop, int slots)
 {
 	static SPIPlanPtr claim_plan = NULL;
+	static SPIPlanPtr claim_plan_10 = NULL;
+	bool		grace = instances_have_grace();
 	Oid			argtypes[2] = {INT4OID, INT8OID};
 	Datum		args[2];
 	List	   *reqs = NIL;
@@ -515,7 +538,8 @@ claim_rows(OtpWorkerLoop *loop, int slots)
 
 	args[0] = Int32GetDatum(slots);
 	args[1] = Int64GetDatum((int64) otp_link_timeout_ms + OTP_LEASE_MARGIN_MS);
-	rc = run_kept(&claim_plan, claim_sql, 2, argtypes, args, false, 0, 0);
+	rc = run_kept(grace ? &claim_plan : &claim_plan_10,
+				  grace ? claim_sql : claim_sql_10, 2, argtypes, args, false, 0, 0);
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),

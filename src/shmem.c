@@ -13,6 +13,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "commands/dbcommands.h"
 
 #include "executor/spi.h"
@@ -33,7 +34,6 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 /* backend side of the commit-time wake-up */
 static bool xact_cb_registered = false;
 static bool wake_pending = false;
-static bool not_served_logged = false;
 bool		otp_am_worker = false;	/* this process is the worker */
 
 /* ----------------------------------------------------------------
@@ -159,11 +159,49 @@ otp_link_xact_callback(XactEvent event, void *arg)
 }
 
 /*
+ * warn_not_served: WARNING, once per statement, that the deliveries this
+ * statement queues will wait: no worker serves this database (the library
+ * is not preloaded, or otp_link.database names another database).  The
+ * caller sees it where it looks, not only the server log.  Can ERROR only
+ * on out-of-memory.
+ */
+static void
+warn_not_served(void)
+{
+	static TimestampTz warned_for = 0;
+	TimestampTz stmt = GetCurrentStatementStartTimestamp();
+	char	   *dbname;
+
+	if (stmt == warned_for)
+		return;
+	if (!otp_link_preloaded || otp_shared == NULL)
+	{
+		warned_for = stmt;
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("otp_link is not in shared_preload_libraries: deliveries stay queued"),
+				 errhint("Add otp_link to shared_preload_libraries and restart the server to start the delivery worker.")));
+		return;
+	}
+	dbname = get_database_name(MyDatabaseId);
+	if (dbname != NULL && strcmp(dbname, otp_link_database) != 0)
+	{
+		warned_for = stmt;
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("otp_link worker serves database \"%s\": deliveries queued in database \"%s\" stay queued",
+						otp_link_database, dbname),
+				 errhint("Set otp_link.database = '%s' and restart the server, or use otp_link in database \"%s\".",
+						 dbname, otp_link_database)));
+	}
+}
+
+/*
  * otp_link_wake_worker_at_commit: ask for the worker to be woken when the
  * current transaction commits.  Cheap; call it for every queued delivery.
- * Registers the XactCallback once per backend (TopMemoryContext).  Logs once
- * per backend, at LOG level (server log only), when no worker will serve
- * the deliveries.  Can ERROR only on out-of-memory.
+ * Registers the XactCallback once per backend (TopMemoryContext).  Warns
+ * the caller (once per statement) when no worker will serve the
+ * deliveries.  Can ERROR only on out-of-memory.
  */
 void
 otp_link_wake_worker_at_commit(void)
@@ -176,26 +214,7 @@ otp_link_wake_worker_at_commit(void)
 		xact_cb_registered = true;
 	}
 	wake_pending = true;
-
-	if (!not_served_logged)
-	{
-		not_served_logged = true;
-		if (!otp_link_preloaded || otp_shared == NULL)
-			ereport(LOG,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("otp_link is not in shared_preload_libraries: deliveries stay queued"),
-					 errhint("Add otp_link to shared_preload_libraries and restart the server to start the delivery worker.")));
-		else
-		{
-			char	   *dbname = get_database_name(MyDatabaseId);
-
-			if (dbname != NULL && strcmp(dbname, otp_link_database) != 0)
-				ereport(LOG,
-						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("otp_link worker serves database \"%s\": deliveries queued in database \"%s\" stay queued",
-								otp_link_database, dbname)));
-		}
-	}
+	warn_not_served();
 }
 
 /* ----------------------------------------------------------------

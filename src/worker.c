@@ -226,6 +226,11 @@ worker_start(void)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	/* a row lock held elsewhere must not stall every delivery */
 	SetConfigOption("lock_timeout", "10s", PGC_SUSET, PGC_S_OVERRIDE);
+	/* cluster-wide defaults must not make the worker's writes fail */
+	SetConfigOption("default_transaction_isolation", "read committed",
+					PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off",
+					PGC_SUSET, PGC_S_OVERRIDE);
 	otp_retry_seed();
 
 	loop.cxt = AllocSetContextCreate(TopMemoryContext, "otp_link worker loop",
