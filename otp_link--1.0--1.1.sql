@@ -78,7 +78,8 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT jsonb_build_object('replies', coalesce(jsonb_agg(jsonb_build_object(
-			   'id', d.id, 'instance', d.instance_id, 'link', d.link_id, 'event', d.event,
+			   'id', d.id, 'instance', d.instance_id, 'link', d.link_id, 'link_uuid', d.link_id,
+			   'event', d.event,
 			   'to', d.payload->>'to', 'chat_id', (d.payload->>'to') || '@c.us',
 			   'body', d.payload->>'body',
 			   'created_at', to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'))

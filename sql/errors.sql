@@ -156,4 +156,20 @@ UPDATE otp_link.instances SET options = '{"limits": {"generate_window": 21474836
 SELECT otp_link.otp_link_generate(id, rate_key => 'k') ? 'uuid' AS stored_by_1_0_still_works
   FROM otp_link.instances WHERE phone = '201553730698';
 
+
+--
+-- An empty name is no name (issue 13): no "login at  [CODE]"; and the hint
+-- for options that are no object suggests a value that is accepted.
+--
+SELECT otp_link.otp_link_instance_create('201553730697', '')->>'name' IS NULL AS empty_name_is_null;
+SELECT r->>'whatsapp_link' AS link
+  FROM otp_link.otp_link_generate((SELECT id FROM otp_link.instances WHERE phone = '201553730697'), name => '') r \gset
+SELECT :'link' LIKE '%?text=Give+me+link+to+login+%5B%' AS prompt_without_name;
+SELECT otp_link.otp_link_instance_update((SELECT id FROM otp_link.instances WHERE phone = '201553730697'),
+       name => 'Named')->>'name' AS named,
+       otp_link.otp_link_instance_update((SELECT id FROM otp_link.instances WHERE phone = '201553730697'),
+       name => '')->>'name' IS NULL AS cleared;
+SELECT pg_temp.err($$SELECT otp_link.otp_link_instance_create('201553730696', NULL, '[]')$$);
+SELECT otp_link.otp_link_instance_create('201553730696', NULL, '{"messages": {"prompt": "Log me in to {name}"}}') ? 'uuid' AS hinted_value_accepted;
+
 DROP EXTENSION otp_link;

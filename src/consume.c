@@ -78,7 +78,8 @@ queue_reply(Datum instance, Datum link, const char *link_id, const char *event,
 	otp_jb_str(&jb, "to", digits);
 	otp_jb_str(&jb, "body", body);
 	otp_jb_str(&jb, "event", event);
-	otp_jb_str(&jb, "link", link_id);
+	otp_jb_str(&jb, "link", link_id);	/* 1.0's name, kept through 1.x */
+	otp_jb_str(&jb, "link_uuid", link_id);
 
 	values[0] = instance;
 	values[1] = link;
@@ -680,13 +681,15 @@ result_json(ConsumeResult *res, const char *chat_id, const char *message_id)
 {
 	OtpJsonb	jb;
 	char		digits[16];
+	const char *sender;
 
 	otp_jb_begin(&jb);
 	otp_jb_str(&jb, "outcome", res->outcome);
 	otp_jb_str(&jb, "uuid", res->link_id);
-	otp_jb_str(&jb, "chat_id",
-				 otp_normalize_phone(chat_id, digits, sizeof(digits)) ?
-				 psprintf("%s@c.us", digits) : chat_id);
+	sender = otp_normalize_phone(chat_id, digits, sizeof(digits)) ?
+		psprintf("%s@c.us", digits) : chat_id;
+	otp_jb_str(&jb, "chat_id", sender);	/* 1.0's name, kept through 1.x */
+	otp_jb_str(&jb, "sender_chat_id", sender);
 	otp_jb_str(&jb, "message_id", message_id);
 	if (res->blocked_until)
 		otp_jb_str(&jb, "blocked_until", res->blocked_until);

@@ -74,6 +74,8 @@ otp_link_instance_create(PG_FUNCTION_ARGS)
 	{
 		name = text_to_cstring(PG_GETARG_TEXT_PP(1));
 		otp_check_text_len(name, OTP_MAX_NAME_CHARS, "name");
+		if (name[0] == '\0')
+			name = NULL;		/* "" is no name */
 	}
 	if (PG_ARGISNULL(2))
 		options = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
@@ -413,6 +415,8 @@ otp_link_instance_update(PG_FUNCTION_ARGS)
 	{
 		name = text_to_cstring(PG_GETARG_TEXT_PP(1));
 		otp_check_text_len(name, OTP_MAX_NAME_CHARS, "name");
+		if (name[0] == '\0')
+			name = NULL;		/* "" removes the name */
 	}
 	if (!PG_ARGISNULL(2))
 	{
@@ -425,7 +429,7 @@ otp_link_instance_update(PG_FUNCTION_ARGS)
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = name ? CStringGetTextDatum(name) : (Datum) 0;
 	nulls[1] = name ? ' ' : 'n';
-	values[2] = BoolGetDatum(name != NULL);
+	values[2] = BoolGetDatum(!PG_ARGISNULL(1));
 	values[3] = options ? JsonbPGetDatum(options) : (Datum) 0;
 	nulls[3] = options ? ' ' : 'n';
 	values[4] = secret ? CStringGetTextDatum(secret) : (Datum) 0;

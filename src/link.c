@@ -148,6 +148,8 @@ generate_args(FunctionCallInfo fcinfo, GenerateState *st)
 	{
 		st->name = text_to_cstring(PG_GETARG_TEXT_PP(2));
 		otp_check_text_len(st->name, OTP_MAX_NAME_CHARS, "name");
+		if (st->name[0] == '\0')
+			st->name = NULL;	/* "" is no name: "login at  [CODE]" helps nobody */
 	}
 	if (!PG_ARGISNULL(3))
 	{

@@ -120,6 +120,10 @@ otp_check_object_keys(Jsonb *j, const char *what, const char *const *allowed,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be a JSON object", what),
+				 strcmp(what, "options") == 0 ?
+				 errhint("Pass an object such as {\"messages\": {\"prompt\": \"Log me in to {name}\"}}.") :
+				 strcmp(what, "options.limits") == 0 ?
+				 errhint("Pass an object such as {\"generate_limit\": 10}.") :
 				 errhint("Pass an object such as {\"%s\": \"...\"}.", allowed[0])));
 
 	it = JsonbIteratorInit(&j->root);

@@ -50,7 +50,8 @@ redeem_response(const char *result, char **row)
 	if (strcmp(result, "redeemed") == 0)
 	{
 		otp_jb_str(&jb, "uuid", row[0]);
-		otp_jb_str(&jb, "chat_id", row[3]);
+		otp_jb_str(&jb, "chat_id", row[3]);	/* 1.0's name, kept through 1.x */
+		otp_jb_str(&jb, "verified_chat_id", row[3]);
 		otp_jb_str(&jb, "phone",
 					 row[3] && otp_normalize_phone(row[3], digits, sizeof(digits)) ? digits : NULL);
 		otp_jb_str(&jb, "verified_at", row[5]);
