@@ -697,6 +697,22 @@ otp_http_timeout_ms(void)
 }
 
 /*
+ * connected: whether the transfer reached a server (libcurl knows its
+ * address).  A garbled status line ("HTTP/1.1 0 X") fails with the same
+ * code as a URL of an unsupported scheme; only the second is the
+ * request's fault, the first is the server's and is retried.  Never
+ * ERRORs.
+ */
+static bool
+connected(CURL *easy)
+{
+	char	   *ip = NULL;
+
+	return curl_easy_getinfo(easy, CURLINFO_PRIMARY_IP, &ip) == CURLE_OK &&
+		ip != NULL && ip[0] != '\0';
+}
+
+/*
  * otp_http_collect: run expired libcurl timers and return the requests that
  * finished, as a List (allocated in CurrentMemoryContext) of
  * OtpHttpRequest pointers with outcome, http_status, retry_after_s and
@@ -761,8 +777,9 @@ otp_http_collect(void)
 			req->outcome = OTP_HTTP_REFUSED;
 			strlcpy(req->errbuf, req->refusal, sizeof(req->errbuf));
 		}
-		else if (res == CURLE_UNSUPPORTED_PROTOCOL || res == CURLE_URL_MALFORMAT)
-			req->outcome = OTP_HTTP_INVALID;
+		else if ((res == CURLE_UNSUPPORTED_PROTOCOL || res == CURLE_URL_MALFORMAT) &&
+				 !connected(easy))
+			req->outcome = OTP_HTTP_INVALID;	/* the URL itself: never sendable */
 		else
 			req->outcome = OTP_HTTP_TRANSPORT_ERROR;
 

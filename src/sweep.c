@@ -15,6 +15,7 @@
 #include "worker.h"
 
 #define OTP_PURGE_BATCH			1000	/* rows deleted per transaction */
+#define OTP_EXPIRE_BATCH		10000	/* otp_link_expire()'s default max_links */
 #define OTP_PURGE_MAX_BATCHES	20		/* transactions per sweep and table */
 
 /* ----------------------------------------------------------------
@@ -26,13 +27,15 @@
  * call_expire: SELECT otp_link.otp_link_expire() when it exists and can be
  * called without arguments; inside a subtransaction, so a failure is logged
  * as a WARNING and does not stop deliveries.  Runs inside a transaction.
+ * Returns how many links it expired (0 when it could not be called).
  */
-static void
+static int64
 call_expire(void)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	int			rc;
+	int64		expired = 0;
 
 	rc = SPI_execute("SELECT p.pronargs = p.pronargdefaults FROM pg_catalog.pg_proc p"
 					 " WHERE p.oid = coalesce("
@@ -40,20 +43,27 @@ call_expire(void)
 					 "   pg_catalog.to_regprocedure('otp_link.otp_link_expire()'))",
 					 true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		return;
+		return 0;
 	{
 		bool		isnull;
 		Datum		ok = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
 		if (isnull || !DatumGetBool(ok))
-			return;
+			return 0;
 	}
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		SPI_execute("SELECT otp_link.otp_link_expire()", false, 0);
+		if (SPI_execute("SELECT otp_link.otp_link_expire()::bigint", false, 0) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			bool		isnull;
+			Datum		n = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			expired = isnull ? 0 : DatumGetInt64(n);
+		}
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
@@ -74,6 +84,7 @@ call_expire(void)
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
+	return expired;
 }
 
 /*
@@ -112,21 +123,28 @@ purge(const char *activity, const char *sql, int age_s)
 }
 
 /*
- * sweep: expire overdue links and purge old rows.  Each step is its own
- * short transaction.  Can ERROR on database errors.
+ * otp_sweep: expire overdue links and purge old rows.  Each step is its own
+ * short transaction.  Returns true when the expiry took a full batch: more
+ * links are likely overdue, and the caller sweeps again at once (after
+ * sending what is due), so a large backlog expires at the sweep's own rate,
+ * not a batch per sweep_interval; the purges wait until it is done.  Can
+ * ERROR on database errors.
  */
-void
+bool
 otp_sweep(void)
 {
 	bool		ready;
+	int64		expired = 0;
 
 	otp_worker_begin_tx("otp_link: expiry sweep");
 	ready = otp_extension_ready();
 	if (ready)
-		call_expire();
+		expired = call_expire();
 	otp_worker_end_tx();
 	if (!ready)
-		return;
+		return false;
+	if (expired >= OTP_EXPIRE_BATCH)
+		return true;
 
 	if (otp_link_retention_s > 0 &&
 		!purge("otp_link: purging deliveries",
@@ -136,7 +154,7 @@ otp_sweep(void)
 			   "    AND updated_at < pg_catalog.now() - $1 * interval '1 second'"
 			   "  LIMIT 1000 FOR UPDATE SKIP LOCKED)",
 			   otp_link_retention_s))
-		return;
+		return false;
 
 	/*
 	 * Held replies nobody took (they hold one-time links), finished links
@@ -158,7 +176,7 @@ otp_sweep(void)
 				"    AND status <> 'pending'"
 				"  LIMIT 1000 FOR UPDATE SKIP LOCKED)",
 				otp_link_retention_s)))
-		return;
+		return false;
 
 	if (!purge("otp_link: purging sender counters",
 			   "DELETE FROM otp_link.senders WHERE chat_id IN ("
@@ -167,7 +185,7 @@ otp_sweep(void)
 			   "    AND (blocked_until IS NULL OR blocked_until < pg_catalog.now())"
 			   "  LIMIT 1000 FOR UPDATE SKIP LOCKED)",
 			   otp_link_message_retention_s))
-		return;
+		return false;
 
 	purge("otp_link: purging message ids",
 		  "DELETE FROM otp_link.messages_seen WHERE message_id IN ("
@@ -175,4 +193,5 @@ otp_sweep(void)
 		  "  WHERE seen_at < pg_catalog.now() - $1 * interval '1 second'"
 		  "  LIMIT 1000 FOR UPDATE SKIP LOCKED)",
 		  otp_link_message_retention_s);
+	return false;
 }

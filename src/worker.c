@@ -173,7 +173,9 @@ one_round(void)
 	{
 		/* set first: a failing sweep must not be retried at once */
 		loop.next_sweep = TimestampTzPlusMilliseconds(now, otp_link_sweep_interval_ms);
-		otp_sweep();
+		/* a full expiry batch: sweep again next round, after the claim */
+		if (otp_sweep())
+			loop.next_sweep = now;
 		/* the sweep may have queued callbacks (our own wake-ups are ignored) */
 		loop.next_claim = 0;
 	}

@@ -48,7 +48,7 @@ extern OtpHttpRequest *otp_build_request(MemoryContext parent, HeapTuple tup,
 										 TupleDesc desc);
 
 /* sweep.c */
-extern void otp_sweep(void);
+extern bool otp_sweep(void);
 
 /* worker.c */
 extern PGDLLEXPORT void otp_link_worker_main(Datum arg);

@@ -19,6 +19,9 @@
 #                        here: 20 s or 1 GiB, then the connection is closed)
 #   /huge/<code>/...     <code> announcing "Content-Length: 8 MiB", then
 #                        streaming it
+#   /garbled/<status>/...  the raw status line "HTTP/1.1 <status> X" for the
+#                        first 2 requests of a webhook-id (a malformed answer
+#                        for 0 or 199), then 200
 # Python standard library only.
 
 import argparse
@@ -116,6 +119,14 @@ class Handler(BaseHTTPRequestHandler):
             self.stream(int(parts[1]), None)
         elif kind == "huge":
             self.stream(int(parts[1]), 8 * 1024 * 1024)
+        elif kind == "garbled":
+            if count <= 2:
+                self.close_connection = True
+                self.wfile.write(b"HTTP/1.1 %s X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                                 % parts[1].encode())
+                self.wfile.flush()
+            else:
+                self.reply(200, b"ok")
         elif kind == "echo-auth":
             self.reply(401, ("bad token " + (self.headers.get("Authorization") or "")).encode())
         else:

@@ -155,6 +155,15 @@ for my $ra ('18446744073709552', '9223372036854775807')
 		  . " FROM otp_link.deliveries WHERE id = $id"),
 		'queued|1|429|true', "Retry-After: $ra waits long, at most one day, never a wrapped short delay");
 }
+# --- 5. A garbled status line is the server's fault: retried, not dead at once ----
+# (issue 17, item 7: "HTTP/1.1 0 X" and "HTTP/1.1 199 X" failed as curl's
+# "unsupported protocol", which the worker took for a bad URL)
+for my $st ('0', '199')
+{
+	$id = add_delivery($node, $inst, "$url/garbled/$st/x");
+	like(final($id), qr/^delivered\|3\|200\|/, "a garbled status line ($st) is retried, then delivered");
+}
+
 # larger than any int64: libcurl reports 0, i.e. no Retry-After; the schedule applies
 $id = add_delivery($node, $inst, "$url/retry-after/99999999999999999999/x");
 like(final($id), qr/^delivered\|2\|200\|/, 'Retry-After beyond int64: ignored, retried by the schedule');
