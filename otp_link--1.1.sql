@@ -651,12 +651,12 @@ DECLARE
 	w jsonb := otp_link.otp_link_worker();
 BEGIN
 	IF NOT (w->>'preloaded')::boolean THEN
-		RAISE WARNING 'otp_link is not in shared_preload_libraries: deliveries will stay queued'
+		RAISE WARNING 'otp_link is not in shared_preload_libraries: deliveries stay queued'
 			USING HINT = 'Add otp_link to shared_preload_libraries and restart the server to start the delivery worker.';
 	ELSIF w->>'database' <> pg_catalog.current_database() THEN
-		RAISE WARNING 'otp_link worker serves database "%": deliveries queued in database "%" will stay queued',
+		RAISE WARNING 'otp_link worker serves database "%": deliveries queued in database "%" stay queued',
 			w->>'database', pg_catalog.current_database()
-			USING HINT = pg_catalog.format('Set otp_link.database = %L and restart the server, or use otp_link in database %I.',
+			USING HINT = pg_catalog.format('Set otp_link.database = %L and restart the server, or use otp_link in database "%s".',
 										   pg_catalog.current_database(), w->>'database');
 	END IF;
 END

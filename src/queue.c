@@ -735,7 +735,8 @@ otp_link_delivery_requeue(PG_FUNCTION_ARGS)
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(MAKE_SQLSTATE('P', 'T', '4', '0', '4')),
-				 errmsg("delivery " INT64_FORMAT " does not exist", id)));
+				 errmsg("delivery " INT64_FORMAT " does not exist", id),
+				 errhint("Pass an id of otp_link.deliveries, e.g. of a dead delivery: SELECT id FROM otp_link.deliveries WHERE status = 'dead'.")));
 	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
