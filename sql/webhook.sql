@@ -3,28 +3,10 @@
 --
 CREATE EXTENSION otp_link;
 
--- err(query): SQLSTATE, message and hint of the error query raises
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    st text; msg text; hint text;
-BEGIN
-    EXECUTE q;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg || coalesce(' | HINT: ' || nullif(hint, ''), '');
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/err.sql
 
--- counts(): rows of every table consume may write
-CREATE FUNCTION pg_temp.counts() RETURNS text LANGUAGE sql AS $$
-    SELECT format('links %s/%s pending, deliveries %s, messages_seen %s, senders %s, messages_received %s',
-                  (SELECT count(*) FROM otp_link.links),
-                  (SELECT count(*) FROM otp_link.links WHERE status = 'pending'),
-                  (SELECT count(*) FROM otp_link.deliveries),
-                  (SELECT count(*) FROM otp_link.messages_seen),
-                  (SELECT count(*) FROM otp_link.senders),
-                  (SELECT coalesce(sum(messages_received), 0) FROM otp_link.links))
-$$;
+\i :abs_srcdir/sql/include/counts.sql
 
 -- hook(payload): the webhook's results, one row each, link uuids replaced
 -- by the links' labels (metadata.t)
