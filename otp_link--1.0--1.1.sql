@@ -304,6 +304,21 @@ REVOKE ALL ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, bool
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean, interval) TO otp_link_admin;
 
 /*
+ * Delivery isolation: each delivery's destination (the host and port of a
+ * callback URL, or the replies of one instance), and the claim's index,
+ * destination by destination (docs/worker.md).
+ */
+ALTER TABLE otp_link.deliveries ADD COLUMN
+	dest_key		text NOT NULL GENERATED ALWAYS AS (
+		CASE WHEN kind = 'callback'
+			 THEN pg_catalog."left"(pg_catalog.lower(COALESCE(pg_catalog."substring"(destination,
+					'^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^/?#]*)'), '')), 255)
+			 ELSE 'reply:' || instance_id::text END) STORED;
+DROP INDEX otp_link.deliveries_due_idx;
+CREATE INDEX deliveries_dest_due_idx ON otp_link.deliveries (dest_key, next_attempt_at)
+	WHERE status = 'queued';
+
+/*
  * Say so where the user is looking when no delivery worker will serve this
  * database: deliveries would wait, silently.
  */

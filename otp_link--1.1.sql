@@ -181,9 +181,17 @@ CREATE TABLE otp_link.deliveries (
 	last_error		text,
 	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	updated_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	delivered_at	timestamptz
+	delivered_at	timestamptz,
+	/* the destination, for fairness and circuit breaking (docs/worker.md) */
+	dest_key		text NOT NULL GENERATED ALWAYS AS (
+		CASE WHEN kind = 'callback'
+			 THEN pg_catalog."left"(pg_catalog.lower(COALESCE(pg_catalog."substring"(destination,
+					'^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^/?#]*)'), '')), 255)
+			 ELSE 'reply:' || instance_id::text END) STORED
 );
-CREATE INDEX deliveries_due_idx ON otp_link.deliveries (next_attempt_at) WHERE status = 'queued';
+/* the worker's claim: destination by destination, oldest due first */
+CREATE INDEX deliveries_dest_due_idx ON otp_link.deliveries (dest_key, next_attempt_at)
+	WHERE status = 'queued';
 CREATE INDEX deliveries_link_idx ON otp_link.deliveries (link_id);
 CREATE INDEX deliveries_instance_idx ON otp_link.deliveries (instance_id);
 COMMENT ON TABLE otp_link.deliveries IS 'Outgoing callbacks and replies; the background worker drains it';

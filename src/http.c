@@ -52,8 +52,8 @@
 /* Retry-After is clamped to this, so that callers can multiply by 1000 */
 #define OTP_MAX_RETRY_AFTER_S	((curl_off_t) PG_INT32_MAX)
 
-#if LIBCURL_VERSION_NUM < 0x075500
-#error "otp_link needs libcurl 7.85.0 or later (CURLOPT_PROTOCOLS_STR, CURLOPT_PREREQFUNCTION)"
+#if LIBCURL_VERSION_NUM < 0x075700
+#error "otp_link needs libcurl 7.87.0 or later (CURLOPT_PROTOCOLS_STR, CURLOPT_PREREQFUNCTION, CURLOPT_QUICK_EXIT)"
 #endif
 
 StaticAssertDecl(OTP_HTTP_ERRBUF >= CURL_ERROR_SIZE,
@@ -68,15 +68,16 @@ typedef struct OtpSocket
 
 static CURLM *multi = NULL;
 static int	inflight = 0;
+static dlist_head inflight_list = DLIST_STATIC_INIT(inflight_list);
 
 /* malloc'd: grown inside a libcurl callback, where palloc must not ERROR */
 static OtpSocket *sockets = NULL;
 static int	nsockets = 0;
 static int	maxsockets = 0;
 
-/* when libcurl wants curl_multi_socket_action(CURL_SOCKET_TIMEOUT) */
+/* when libcurl wants curl_multi_socket_action(CURL_SOCKET_TIMEOUT) (otp_mono_us()) */
 static bool timer_set = false;
-static TimestampTz timer_deadline = 0;
+static int64 timer_deadline = 0;
 
 /*
  * socket_cb: CURLMOPT_SOCKETFUNCTION; keeps the table of watched sockets.
@@ -128,7 +129,7 @@ timer_cb(CURLM *m, long timeout_ms, void *userp)
 	else
 	{
 		timer_set = true;
-		timer_deadline = GetCurrentTimestamp() + (TimestampTz) timeout_ms * 1000;
+		timer_deadline = otp_mono_us() + (int64) timeout_ms * 1000;
 	}
 	return 0;
 }
@@ -544,9 +545,11 @@ set_options(CURL *easy, OtpHttpRequest *req, struct curl_slist *slist)
 	SETOPT(CURLOPT_POSTFIELDS, req->body);
 	SETOPT(CURLOPT_HTTPHEADER, slist);
 	SETOPT(CURLOPT_USERAGENT, OTP_USER_AGENT);
-	SETOPT(CURLOPT_TIMEOUT_MS, (long) otp_link_timeout_ms);
+	/* otp_link.timeout is enforced by otp_http_collect(), after reading */
 	SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long) Min(otp_link_connect_timeout_ms,
 												 otp_link_timeout_ms));
+	/* never wait for a resolver thread stuck in getaddrinfo() */
+	SETOPT(CURLOPT_QUICK_EXIT, 1L);
 	SETOPT(CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
 	SETOPT(CURLOPT_OPENSOCKETDATA, req);
 	SETOPT(CURLOPT_PREREQFUNCTION, prereq_cb);
@@ -610,6 +613,8 @@ otp_http_start(OtpHttpRequest *req)
 	req->easy = easy;
 	req->slist = slist;
 	req->elapsed_us = GetCurrentTimestamp();	/* start time until done */
+	req->deadline = otp_mono_us() + (int64) otp_link_timeout_ms * 1000;
+	dlist_push_tail(&inflight_list, &req->node);
 	inflight++;
 	return true;
 
@@ -686,14 +691,86 @@ otp_http_socket_ready(int fd, uint32 events)
 long
 otp_http_timeout_ms(void)
 {
-	TimestampTz now;
+	int64		now = otp_mono_us();
+	int64		next = timer_set ? timer_deadline : PG_INT64_MAX;
+	dlist_iter	it;
 
-	if (!timer_set)
+	dlist_foreach(it, &inflight_list)
+	{
+		OtpHttpRequest *req = dlist_container(OtpHttpRequest, node, it.cur);
+
+		next = Min(next, req->deadline);
+	}
+	if (next == PG_INT64_MAX)
 		return -1;
-	now = GetCurrentTimestamp();
-	if (timer_deadline <= now)
+	if (next <= now)
 		return 0;
-	return (long) ((timer_deadline - now + 999) / 1000);
+	return (long) Min((next - now + 999) / 1000, (int64) LONG_MAX);
+}
+
+/*
+ * otp_http_inflight_list: the requests in flight, as a List allocated in
+ * CurrentMemoryContext.
+ */
+List *
+otp_http_inflight_list(void)
+{
+	List	   *l = NIL;
+	dlist_iter	it;
+
+	dlist_foreach(it, &inflight_list)
+		l = lappend(l, dlist_container(OtpHttpRequest, node, it.cur));
+	return l;
+}
+
+/*
+ * release: take a finished (or abandoned) request's easy handle out of the
+ * multi handle and free it.  With CURLOPT_QUICK_EXIT this does not wait
+ * for a resolver thread.
+ */
+static void
+release(OtpHttpRequest *req)
+{
+	CURL	   *easy = (CURL *) req->easy;
+
+	curl_multi_remove_handle(multi, easy);
+	curl_easy_cleanup(easy);
+	curl_slist_free_all((struct curl_slist *) req->slist);
+	req->easy = NULL;
+	req->slist = NULL;
+	dlist_delete(&req->node);
+	inflight--;
+}
+
+/*
+ * expire: abandon the requests in flight past their deadline
+ * (otp_link.timeout) as transport errors, appending them to done.
+ * otp_http_collect() calls it after reading what the sockets hold, so an
+ * answer that arrived while the process was not running (SIGSTOP, an
+ * overloaded machine) is taken, not discarded.
+ */
+static List *
+expire(List *done)
+{
+	int64		now = otp_mono_us();
+	dlist_mutable_iter it;
+
+	dlist_foreach_modify(it, &inflight_list)
+	{
+		OtpHttpRequest *req = dlist_container(OtpHttpRequest, node, it.cur);
+
+		if (req->deadline > now)
+			continue;
+		req->outcome = OTP_HTTP_TRANSPORT_ERROR;
+		req->http_status = 0;
+		snprintf(req->errbuf, sizeof(req->errbuf),
+				 "timed out: no complete answer within otp_link.timeout (%d ms)",
+				 otp_link_timeout_ms);
+		req->elapsed_us = GetCurrentTimestamp() - req->elapsed_us;
+		release(req);
+		done = lappend(done, req);
+	}
+	return done;
 }
 
 /*
@@ -714,7 +791,7 @@ connected(CURL *easy)
 
 /*
  * otp_http_collect: run expired libcurl timers and return the requests that
- * finished, as a List (allocated in CurrentMemoryContext) of
+ * finished or passed their deadline, as a List (allocated in CurrentMemoryContext) of
  * OtpHttpRequest pointers with outcome, http_status, retry_after_s and
  * errbuf filled in.  Their libcurl handles are released.  Never ERRORs
  * except on out-of-memory.
@@ -726,7 +803,7 @@ otp_http_collect(void)
 	CURLMsg    *msg;
 	int			left;
 
-	if (timer_set && timer_deadline <= GetCurrentTimestamp())
+	if (timer_set && timer_deadline <= otp_mono_us())
 	{
 		int			running;
 
@@ -786,14 +863,8 @@ otp_http_collect(void)
 		if (req->outcome != OTP_HTTP_RESPONSE && req->errbuf[0] == '\0')
 			strlcpy(req->errbuf, curl_easy_strerror(res), sizeof(req->errbuf));
 
-		curl_multi_remove_handle(multi, easy);
-		curl_easy_cleanup(easy);
-		curl_slist_free_all((struct curl_slist *) req->slist);
-		req->easy = NULL;
-		req->slist = NULL;
-		inflight--;
-
+		release(req);
 		done = lappend(done, req);
 	}
-	return done;
+	return expire(done);
 }

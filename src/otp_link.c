@@ -29,6 +29,9 @@ char	   *otp_link_retry_schedule = NULL;
 bool		otp_link_allow_http = false;
 bool		otp_link_allow_private_networks = false;
 int			otp_link_max_concurrency = 64;
+int			otp_link_destination_concurrency = 16;
+int			otp_link_breaker_failures = 5;
+int			otp_link_breaker_pause_ms = 30000;
 int			otp_link_timeout_ms = 15000;
 int			otp_link_connect_timeout_ms = 5000;
 int			otp_link_sweep_interval_ms = 10000;
@@ -84,6 +87,19 @@ define_worker_gucs(void)
 							"Deliveries in flight at once.",
 							NULL, &otp_link_max_concurrency, 64, 1, 1024,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("otp_link.destination_concurrency",
+							"Deliveries in flight at once to one destination.",
+							"A destination is the host and port of a callback URL, or the reply endpoint of one instance.",
+							&otp_link_destination_concurrency, 16, 1, 1024,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("otp_link.breaker_failures",
+							"Consecutive failed attempts after which a destination is paused.",
+							NULL, &otp_link_breaker_failures, 5, 1, 1000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("otp_link.breaker_pause",
+							"First pause of a failing destination; it doubles while the probes fail, up to 32 times.",
+							NULL, &otp_link_breaker_pause_ms, 30000, 100, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("otp_link.timeout",
 							"Total time allowed for one delivery attempt.",
 							NULL, &otp_link_timeout_ms, 15000, 100, 300000,

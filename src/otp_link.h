@@ -19,6 +19,9 @@
 
 #include "postgres.h"
 
+#include <time.h>
+
+#include "lib/ilist.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/guc.h"
@@ -51,6 +54,9 @@ extern char *otp_link_retry_schedule;
 extern bool otp_link_allow_http;
 extern bool otp_link_allow_private_networks;
 extern int	otp_link_max_concurrency;
+extern int	otp_link_destination_concurrency;
+extern int	otp_link_breaker_failures;
+extern int	otp_link_breaker_pause_ms;
 extern int	otp_link_timeout_ms;
 extern int	otp_link_connect_timeout_ms;
 extern int	otp_link_sweep_interval_ms;
@@ -64,6 +70,20 @@ extern int	otp_link_block_duration_s;
 extern int	otp_link_generate_limit;
 extern int	otp_link_generate_window_s;
 extern bool otp_link_preloaded;
+
+/*
+ * otp_mono_us: microseconds on the monotonic clock.  The worker's waits and
+ * deadlines use it, so that a step of the wall clock neither delays nor
+ * hastens them.  Cannot fail on the platforms PostgreSQL supports.
+ */
+static inline int64
+otp_mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 /* code.c: randomness and digests */
 extern void otp_code_define_gucs(void);
@@ -119,12 +139,16 @@ typedef struct OtpHttpRequest
 	char	   *headers[OTP_HTTP_MAX_HEADERS];	/* "Name: value" */
 	int			nheaders;
 	char	   *redact;			/* secret to scrub from the response, or NULL */
+	char	   *dest;			/* destination key (deliveries.dest_key), or NULL */
+	bool		result_logged;	/* queue.c logged its result already */
 
 	/* set by http.c */
 	OtpHttpOutcome outcome;
 	int			http_status;	/* 0 when no response */
 	int64		retry_after_s;	/* Retry-After in seconds, -1 if absent */
 	int64		elapsed_us;		/* wall time of the attempt */
+	int64		deadline;		/* otp_mono_us() when it times out */
+	dlist_node	node;			/* in http.c's list of requests in flight */
 	char		errbuf[OTP_HTTP_ERRBUF];	/* transport error or refusal */
 	char		refusal[OTP_HTTP_ERRBUF];	/* why an address was refused */
 	char		response[OTP_HTTP_BODY_CAP + 1];
@@ -149,6 +173,7 @@ extern void otp_http_add_wait_events(struct WaitEventSet *set);
 extern void otp_http_socket_ready(int fd, uint32 events);
 extern long otp_http_timeout_ms(void);
 extern List *otp_http_collect(void);
+extern List *otp_http_inflight_list(void);
 extern bool otp_address_allowed(const struct sockaddr *sa, char *desc,
 								size_t desclen);
 

@@ -109,6 +109,7 @@ otp_build_request(MemoryContext parent, HeapTuple tup, TupleDesc desc)
 	secret = SPI_getvalue(tup, desc, 7);
 	token = SPI_getvalue(tup, desc, 8);
 	previous = SPI_getvalue(tup, desc, 9);
+	req->dest = SPI_getvalue(tup, desc, 10);
 
 	req->outcome = OTP_HTTP_PENDING;
 	req->retry_after_s = -1;

@@ -336,12 +336,14 @@ result_row(ResultArrays *a, int i, OtpHttpRequest *req, TimestampTz now,
 			status = "queued";
 			a->nexts[i] = TimestampTzGetDatum(at);
 			a->nexts_null[i] = false;
-			if (at < loop->next_claim)
-				loop->next_claim = at;
+			if (otp_mono_us() + delay * 1000 < loop->next_claim)
+				loop->next_claim = otp_mono_us() + delay * 1000;
 		}
 	}
 
-	if (strcmp(status, "dead") == 0)
+	if (req->result_logged)
+		;						/* a retried recording: logged already */
+	else if (strcmp(status, "dead") == 0)
 		ereport(LOG,
 				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
 				 errmsg("otp_link delivery " INT64_FORMAT " is dead after %d attempt(s): %s",
@@ -350,6 +352,7 @@ result_row(ResultArrays *a, int i, OtpHttpRequest *req, TimestampTz now,
 		elog(DEBUG1, "otp_link delivery " INT64_FORMAT " attempt %d: %s (%d, %.1f ms)",
 			 req->id, req->attempts, status, req->http_status,
 			 req->elapsed_us / 1000.0);
+	req->result_logged = true;
 
 	a->ids[i] = Int64GetDatum(req->id);
 	a->statuses[i] = CStringGetTextDatum(status);
@@ -361,13 +364,42 @@ result_row(ResultArrays *a, int i, OtpHttpRequest *req, TimestampTz now,
 }
 
 /*
- * results_update: the one UPDATE, in its own short transaction, that
- * writes the n results in a (only rows still queued with the same attempt
- * count: a requeue in between wins).  Allocates in CurrentMemoryContext.
- * ERRORs on database errors.
+ * The recording statement: lock the result rows that nobody else holds
+ * (SKIP LOCKED: a row locked elsewhere, e.g. by an administrator's open
+ * transaction, must not stall the worker), update those (only rows still
+ * queued with the same attempt count: a requeue in between wins), and
+ * return the ids of the rows it skipped, to be recorded in a later round.
  */
-static void
-results_update(ResultArrays *a, int n)
+#define RECORD_SQL \
+"WITH r AS (" \
+"  SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), " \
+"                           pg_catalog.unnest($3), pg_catalog.unnest($4), " \
+"                           pg_catalog.unnest($5), pg_catalog.unnest($6)) " \
+"         AS r(id, status, next_at, http, err, attempts)), " \
+"l AS (SELECT d.id FROM otp_link.deliveries d JOIN r ON d.id = r.id " \
+"       FOR UPDATE OF d SKIP LOCKED), " \
+"u AS (UPDATE otp_link.deliveries d " \
+"         SET status = r.status, " \
+"             next_attempt_at = coalesce(r.next_at, d.next_attempt_at), " \
+"             locked_until = NULL, " \
+"             last_http_status = r.http, " \
+"             last_error = r.err, " \
+"             updated_at = pg_catalog.now(), " \
+"             delivered_at = CASE WHEN r.status = 'delivered' " \
+"                            THEN pg_catalog.now() ELSE d.delivered_at END " \
+"        FROM r, l " \
+"       WHERE d.id = r.id AND l.id = r.id " \
+"         AND d.status = 'queued' AND d.attempts = r.attempts) " \
+"SELECT r.id FROM r WHERE r.id NOT IN (SELECT l.id FROM l)"
+
+/*
+ * results_update: the one statement, in its own short transaction, that
+ * writes the n results in a (RECORD_SQL).  Returns the number of rows it
+ * skipped because another transaction held them, and their ids in
+ * *skipped (palloc'd in CurrentMemoryContext).  ERRORs on database errors.
+ */
+static int
+results_update(ResultArrays *a, int n, int64 **skipped)
 {
 	int			dims[1];
 	int			lbs[1] = {1};
@@ -375,7 +407,9 @@ results_update(ResultArrays *a, int n)
 	INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
 	Datum		args[6];
 	int			rc;
+	int			nskipped = 0;
 
+	*skipped = NULL;
 	dims[0] = n;
 	args[0] = PointerGetDatum(construct_array(a->ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	args[1] = PointerGetDatum(construct_array(a->statuses, n, TEXTOID, -1, false, TYPALIGN_INT));
@@ -391,40 +425,40 @@ results_update(ResultArrays *a, int n)
 	if (otp_extension_ready())
 	{
 		static SPIPlanPtr plan = NULL;
+		MemoryContext outer = CurrentMemoryContext;
+		uint64		k;
 
-		rc = run_kept(&plan,
-					  "UPDATE otp_link.deliveries d "
-					  "   SET status = r.status, "
-					  "       next_attempt_at = coalesce(r.next_at, d.next_attempt_at), "
-					  "       locked_until = NULL, "
-					  "       last_http_status = r.http, "
-					  "       last_error = r.err, "
-					  "       updated_at = pg_catalog.now(), "
-					  "       delivered_at = CASE WHEN r.status = 'delivered' "
-					  "                      THEN pg_catalog.now() ELSE d.delivered_at END "
-					  "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
-					  "                  pg_catalog.unnest($3), pg_catalog.unnest($4), "
-					  "                  pg_catalog.unnest($5), pg_catalog.unnest($6)) "
-					  "       AS r(id, status, next_at, http, err, attempts) "
-					  " WHERE d.id = r.id AND d.status = 'queued' AND d.attempts = r.attempts",
-					  6, argtypes, args, false, 0, CURSOR_OPT_CUSTOM_PLAN);
-		if (rc != SPI_OK_UPDATE)
+		rc = run_kept(&plan, RECORD_SQL, 6, argtypes, args, false, 0,
+					  CURSOR_OPT_CUSTOM_PLAN);
+		if (rc != SPI_OK_SELECT)
 			ereport(ERROR,
 					(errcode(ERRCODE_INTERNAL_ERROR),
 					 errmsg("otp_link worker could not record delivery results: %s",
 							SPI_result_code_string(rc))));
+		nskipped = (int) SPI_processed;
+		*skipped = MemoryContextAlloc(outer, Max(nskipped, 1) * sizeof(int64));
+		for (k = 0; k < SPI_processed; k++)
+		{
+			bool		isnull;
+
+			(*skipped)[k] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
+														SPI_tuptable->tupdesc, 1, &isnull));
+		}
 	}
 	otp_worker_end_tx();
+	return nskipped;
 }
 
 /*
  * otp_queue_record: write the outcome of the finished requests in
- * "unrecorded" in one transaction (one UPDATE over unnest()ed arrays), then
- * free the requests.  Retries get their next_attempt_at from the schedule
- * (or a later Retry-After); loop->next_claim is pulled forward to the earliest.
- * Allocates in CurrentMemoryContext (the loop context).  Can ERROR on
- * database errors; the requests are then freed by the caller's cleanup and
- * their leases expire, so they are sent again (at-least-once).
+ * "unrecorded" in one transaction (one statement over unnest()ed arrays),
+ * then free the requests recorded; those whose rows another transaction
+ * held stay in "unrecorded" for a later round.  Retries get their
+ * next_attempt_at from the schedule (or a later Retry-After);
+ * loop->next_claim is pulled forward to the earliest.  Allocates in
+ * CurrentMemoryContext (the loop context).  Can ERROR on database errors;
+ * the requests then stay in "unrecorded" (the caller retries later) and,
+ * since a claim never takes a held row, are not sent again.
  */
 void
 otp_queue_record(OtpWorkerLoop *loop)
@@ -434,6 +468,10 @@ otp_queue_record(OtpWorkerLoop *loop)
 	TimestampTz now = GetCurrentTimestamp();
 	int			i = 0;
 	ListCell   *lc;
+	int64	   *skipped;
+	int			nskipped;
+	List	   *kept = NIL;
+	MemoryContext old;
 
 	a.ids = palloc(n * sizeof(Datum));
 	a.statuses = palloc(n * sizeof(Datum));
@@ -447,12 +485,25 @@ otp_queue_record(OtpWorkerLoop *loop)
 
 	foreach(lc, loop->unrecorded)
 		result_row(&a, i++, (OtpHttpRequest *) lfirst(lc), now, loop);
-	results_update(&a, n);
+	nskipped = results_update(&a, n, &skipped);
 
+	/* the list outlives the round */
+	old = MemoryContextSwitchTo(TopMemoryContext);
 	foreach(lc, loop->unrecorded)
-		MemoryContextDelete(((OtpHttpRequest *) lfirst(lc))->cxt);
+	{
+		OtpHttpRequest *req = (OtpHttpRequest *) lfirst(lc);
+
+		for (i = 0; i < nskipped; i++)
+			if (skipped[i] == req->id)
+				break;
+		if (i < nskipped)
+			kept = lappend(kept, req);
+		else
+			MemoryContextDelete(req->cxt);
+	}
 	list_free(loop->unrecorded);
-	loop->unrecorded = NIL;
+	loop->unrecorded = kept;
+	MemoryContextSwitchTo(old);
 }
 
 /* ----------------------------------------------------------------
@@ -461,19 +512,66 @@ otp_queue_record(OtpWorkerLoop *loop)
  */
 
 /*
- * Columns returned by the claim query:
- *	1 id, 2 attempts, 3 webhook_id, 4 url, 5 body, 6 mode
- *	('signed' | 'cloud' | 'none'), 7 secret, 8 token, 9 the previous
- *	secret while its grace period runs (a 1.0 schema has none: NULL)
+ * The destinations that have queued deliveries: a loose index scan of
+ * deliveries_dest_due_idx, one probe per destination, whatever the number
+ * of rows queued for each.
  */
-#define CLAIM_SQL(previous_secret) \
+#define DEST_KEYS \
+"WITH RECURSIVE k(key) AS (" \
+"   (SELECT d.dest_key FROM otp_link.deliveries d WHERE d.status = 'queued'" \
+"     ORDER BY d.dest_key LIMIT 1)" \
+"   UNION ALL" \
+"   SELECT (SELECT d.dest_key FROM otp_link.deliveries d" \
+"            WHERE d.status = 'queued' AND d.dest_key > k.key" \
+"            ORDER BY d.dest_key LIMIT 1)" \
+"     FROM k WHERE k.key IS NOT NULL) "
+
+/*
+ * The rows a claim takes (1.1 schema): from each destination, its due rows
+ * in next_attempt_at order, at most its limit ($4[i] for the destination
+ * $3[i], else $5: what its share and its breaker allow), none of the rows
+ * this worker still holds ($6); then, over all destinations, first the
+ * first row of each, then the second of each, and so on, up to $1 rows.
+ * A destination's backlog thus never sits ahead of another's work.  (The
+ * ORDER BY names dest_key, which the equality makes redundant, so that the
+ * plan uses the (dest_key, next_attempt_at) index.)
+ */
+#define CLAIM_CHOOSE \
+DEST_KEYS ", c AS (" \
+"  SELECT x.id FROM k CROSS JOIN LATERAL (" \
+"     SELECT s.id, s.next_attempt_at," \
+"            pg_catalog.row_number() OVER (ORDER BY s.next_attempt_at) AS rn" \
+"       FROM (SELECT d.id, d.next_attempt_at FROM otp_link.deliveries d" \
+"              WHERE d.dest_key = k.key AND d.status = 'queued'" \
+"                AND d.next_attempt_at <= pg_catalog.now()" \
+"                AND (d.locked_until IS NULL OR d.locked_until < pg_catalog.now())" \
+"                AND d.id <> ALL ($6)" \
+"              ORDER BY d.dest_key, d.next_attempt_at" \
+"              LIMIT COALESCE($4[pg_catalog.array_position($3, k.key)], $5)" \
+"              FOR UPDATE SKIP LOCKED) s) x" \
+"   WHERE k.key IS NOT NULL" \
+"   ORDER BY x.rn, x.next_attempt_at" \
+"   LIMIT $1) "
+
+/* the rows a claim takes on a 1.0 schema: the due rows, oldest first */
+#define CLAIM_CHOOSE_10 \
 "WITH c AS (" \
 "  SELECT id FROM otp_link.deliveries" \
 "   WHERE status = 'queued' AND next_attempt_at <= pg_catalog.now()" \
 "     AND (locked_until IS NULL OR locked_until < pg_catalog.now())" \
 "   ORDER BY next_attempt_at" \
 "   LIMIT $1" \
-"   FOR UPDATE SKIP LOCKED) " \
+"   FOR UPDATE SKIP LOCKED) "
+
+/*
+ * Columns returned by the claim query:
+ *	1 id, 2 attempts, 3 webhook_id, 4 url, 5 body, 6 mode
+ *	('signed' | 'cloud' | 'none'), 7 secret, 8 token, 9 the previous
+ *	secret while its grace period runs, 10 the destination key (a 1.0
+ *	schema has neither: NULL)
+ */
+#define CLAIM_SQL(choose, previous_secret, dest) \
+choose \
 "UPDATE otp_link.deliveries d" \
 "   SET locked_until = pg_catalog.now() + $2 * interval '1 millisecond'," \
 "       attempts = d.attempts + 1," \
@@ -496,41 +594,96 @@ otp_queue_record(OtpWorkerLoop *loop)
 "        WHEN et.t = 'http' THEN 'signed'" \
 "        ELSE 'none' END," \
 "   i.secret," \
-"   CASE WHEN d.kind = 'reply' THEN e.ep ->> 'token' END, " previous_secret
+"   CASE WHEN d.kind = 'reply' THEN e.ep ->> 'token' END, " previous_secret ", " dest
 
-static const char *claim_sql_10 = CLAIM_SQL("NULL::text");
+static const char *claim_sql_10 = CLAIM_SQL(CLAIM_CHOOSE_10, "NULL::text", "NULL::text");
 static const char *claim_sql =
-CLAIM_SQL("CASE WHEN i.previous_secret_until > pg_catalog.now() THEN i.previous_secret END");
+CLAIM_SQL(CLAIM_CHOOSE,
+		  "CASE WHEN i.previous_secret_until > pg_catalog.now() THEN i.previous_secret END",
+		  "d.dest_key");
 
 /*
- * instances_have_grace: whether otp_link.instances has the rotation
- * columns of 1.1 (between installing this library and ALTER EXTENSION
- * UPDATE a database still has the 1.0 table).  Syscache lookups; never
- * ERRORs while the extension exists.
+ * schema_is_11: whether otp_link.deliveries has the dest_key column of 1.1
+ * (between installing this library and ALTER EXTENSION UPDATE a database
+ * still has the 1.0 tables).  Syscache lookups; never ERRORs while the
+ * extension exists.
  */
 static bool
-instances_have_grace(void)
+schema_is_11(void)
 {
 	Oid			nsp = get_namespace_oid("otp_link", true);
-	Oid			rel = OidIsValid(nsp) ? get_relname_relid("instances", nsp) : InvalidOid;
+	Oid			rel = OidIsValid(nsp) ? get_relname_relid("deliveries", nsp) : InvalidOid;
 
-	return OidIsValid(rel) && get_attnum(rel, "previous_secret") != InvalidAttrNumber;
+	return OidIsValid(rel) && get_attnum(rel, "dest_key") != InvalidAttrNumber;
+}
+
+/*
+ * held_ids: the ids of the deliveries this worker holds (in flight, or
+ * finished and not yet recorded), as an int8[] in CurrentMemoryContext.
+ * A claim never takes them again, even when their lease has expired (a
+ * long recording outage, a clock step, a stopped process): each attempt is
+ * sent once.
+ */
+static ArrayType *
+held_ids(OtpWorkerLoop *loop)
+{
+	List	   *reqs = list_concat(otp_http_inflight_list(), loop->unrecorded);
+	Datum	   *ids = palloc(Max(list_length(reqs), 1) * sizeof(Datum));
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, reqs)
+		ids[n++] = Int64GetDatum(((OtpHttpRequest *) lfirst(lc))->id);
+	return construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+}
+
+/* what a claim round passes to its statements, built once per round */
+typedef struct ClaimArgs
+{
+	Datum		keys;			/* text[]: destinations with a special limit */
+	Datum		limits;			/* int4[]: their limits */
+	Datum		blocked;		/* text[]: those whose limit is 0 */
+	Datum		held;			/* int8[]: held_ids() */
+} ClaimArgs;
+
+/*
+ * claim_args: the destinations' limits (destination.c) and the held ids as
+ * SQL arrays, in CurrentMemoryContext.
+ */
+static void
+claim_args(OtpWorkerLoop *loop, ClaimArgs *ca)
+{
+	Datum	   *keys;
+	Datum	   *limits;
+	Datum	   *blocked;
+	int			n = otp_dest_limits(&keys, &limits);
+	int			nb = 0;
+	int			i;
+
+	blocked = palloc(Max(n, 1) * sizeof(Datum));
+	for (i = 0; i < n; i++)
+		if (DatumGetInt32(limits[i]) == 0)
+			blocked[nb++] = keys[i];
+	ca->keys = PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT));
+	ca->limits = PointerGetDatum(construct_array(limits, n, INT4OID, 4, true, TYPALIGN_INT));
+	ca->blocked = PointerGetDatum(construct_array(blocked, nb, TEXTOID, -1, false, TYPALIGN_INT));
+	ca->held = PointerGetDatum(held_ids(loop));
 }
 
 /*
  * claim_rows: claim up to "slots" due deliveries (FOR UPDATE SKIP LOCKED,
- * a lease of timeout + margin, the attempt counted) and build their
- * requests.  Runs inside the claim's transaction; the list and requests
+ * a lease of timeout + margin, the attempt counted; on a 1.1 schema fairly
+ * between destinations, see CLAIM_CHOOSE) and build their requests.  Runs inside the claim's transaction; the list and requests
  * live in loop->cxt.  ERRORs on database errors.
  */
 static List *
-claim_rows(OtpWorkerLoop *loop, int slots)
+claim_rows(OtpWorkerLoop *loop, int slots, bool v11, ClaimArgs *ca)
 {
 	static SPIPlanPtr claim_plan = NULL;
 	static SPIPlanPtr claim_plan_10 = NULL;
-	bool		grace = instances_have_grace();
-	Oid			argtypes[2] = {INT4OID, INT8OID};
-	Datum		args[2];
+	Oid			argtypes[6] = {INT4OID, INT8OID, TEXTARRAYOID, INT4ARRAYOID,
+	INT4OID, INT8ARRAYOID};
+	Datum		args[6];
 	List	   *reqs = NIL;
 	int			rc;
 	uint64		i;
@@ -538,8 +691,13 @@ claim_rows(OtpWorkerLoop *loop, int slots)
 
 	args[0] = Int32GetDatum(slots);
 	args[1] = Int64GetDatum((int64) otp_link_timeout_ms + OTP_LEASE_MARGIN_MS);
-	rc = run_kept(grace ? &claim_plan : &claim_plan_10,
-				  grace ? claim_sql : claim_sql_10, 2, argtypes, args, false, 0, 0);
+	args[2] = ca->keys;
+	args[3] = ca->limits;
+	args[4] = Int32GetDatum(otp_link_destination_concurrency);
+	args[5] = ca->held;
+	rc = run_kept(v11 ? &claim_plan : &claim_plan_10,
+				  v11 ? claim_sql : claim_sql_10, v11 ? 6 : 2, argtypes, args,
+				  false, 0, 0);
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -560,15 +718,20 @@ claim_rows(OtpWorkerLoop *loop, int slots)
 }
 
 /*
- * next_due: when the next unclaimed delivery is due, at the latest
- * fallback (a second ahead when one is due now but row-locked by
- * someone).  Runs inside the claim's transaction; allocates in SPI's
- * context.  Can ERROR on database errors.
+ * next_due: when (wall clock) the next delivery this worker could claim is
+ * due, at the latest fallback (a second ahead when one is due now but
+ * row-locked by someone).  On a 1.1 schema, destinations whose limit is 0
+ * (paused, or at their share) and the held rows are left out.  Runs inside
+ * the claim's transaction; allocates in SPI's context.  Can ERROR on
+ * database errors.
  */
 static TimestampTz
-next_due(TimestampTz now, TimestampTz fallback)
+next_due(TimestampTz now, TimestampTz fallback, bool v11, ClaimArgs *ca)
 {
 	static SPIPlanPtr next_plan = NULL;
+	static SPIPlanPtr next_plan_10 = NULL;
+	Oid			argtypes[2] = {TEXTARRAYOID, INT8ARRAYOID};
+	Datum		args[2];
 	TimestampTz next = fallback;
 	int			rc;
 
@@ -578,11 +741,25 @@ next_due(TimestampTz now, TimestampTz fallback)
 	 * it ran on the first snapshot, saw the claimed rows as due and pushed
 	 * next_claim a second ahead for nothing.
 	 */
-	rc = run_kept(&next_plan,
-				  "SELECT pg_catalog.min(next_attempt_at) FROM otp_link.deliveries"
-				  " WHERE status = 'queued'"
-				  "   AND (locked_until IS NULL OR locked_until < pg_catalog.now())",
-				  0, NULL, NULL, false, 1, 0);
+	args[0] = ca->blocked;
+	args[1] = ca->held;
+	if (v11)
+		rc = run_kept(&next_plan,
+					  DEST_KEYS
+					  "SELECT pg_catalog.min(x.t) FROM k CROSS JOIN LATERAL ("
+					  "  SELECT d.next_attempt_at AS t FROM otp_link.deliveries d"
+					  "   WHERE d.dest_key = k.key AND d.status = 'queued'"
+					  "     AND (d.locked_until IS NULL OR d.locked_until < pg_catalog.now())"
+					  "     AND d.id <> ALL ($2)"
+					  "   ORDER BY d.dest_key, d.next_attempt_at LIMIT 1) x"
+					  " WHERE k.key IS NOT NULL AND k.key <> ALL ($1)",
+					  2, argtypes, args, false, 1, 0);
+	else
+		rc = run_kept(&next_plan_10,
+					  "SELECT pg_catalog.min(next_attempt_at) FROM otp_link.deliveries"
+					  " WHERE status = 'queued'"
+					  "   AND (locked_until IS NULL OR locked_until < pg_catalog.now())",
+					  0, NULL, NULL, false, 1, 0);
 	if (rc == SPI_OK_SELECT && SPI_processed == 1)
 	{
 		bool		isnull;
@@ -624,6 +801,8 @@ start_requests(OtpWorkerLoop *loop, List *reqs)
 
 		if (req->outcome != OTP_HTTP_PENDING || !otp_http_start(req))
 			loop->unrecorded = lappend(loop->unrecorded, req);
+		else
+			otp_dest_started(req);
 		MemoryContextSwitchTo(old);
 	}
 }
@@ -631,8 +810,8 @@ start_requests(OtpWorkerLoop *loop, List *reqs)
 /*
  * otp_queue_claim_and_send: claim up to "slots" due deliveries in one short
  * transaction, then (after COMMIT) start their requests.  Sets loop->next_claim:
- * now when the batch was full (more may be due), else the earliest
- * next_attempt_at still queued.  Can ERROR on database errors (nothing has
+ * now when the batch was full (more may be due), else when the earliest
+ * delivery it may claim is due.  Can ERROR on database errors (nothing has
  * been sent then).
  */
 void
@@ -640,20 +819,23 @@ otp_queue_claim_and_send(OtpWorkerLoop *loop, int slots)
 {
 	List	   *reqs = NIL;
 	TimestampTz now = GetCurrentTimestamp();
+	int64		mono = otp_mono_us();
 	TimestampTz fallback = TimestampTzPlusMilliseconds(now, otp_link_sweep_interval_ms);
+	TimestampTz next = fallback;
 
 	otp_worker_begin_tx("otp_link: claiming deliveries");
-	if (!otp_extension_ready())
-		loop->next_claim = fallback;
-	else
+	if (otp_extension_ready())
 	{
-		reqs = claim_rows(loop, slots);
-		if (list_length(reqs) >= slots)
-			loop->next_claim = now;
-		else
-			loop->next_claim = next_due(now, fallback);
+		bool		v11 = schema_is_11();
+		ClaimArgs	ca;
+
+		claim_args(loop, &ca);
+		reqs = claim_rows(loop, slots, v11, &ca);
+		next = (list_length(reqs) >= slots) ? now : next_due(now, fallback, v11, &ca);
 	}
 	otp_worker_end_tx();
+	/* the wall clock only measures the distance to next_attempt_at */
+	loop->next_claim = mono + Max(next - now, 0);
 
 	/* the transaction is closed: now talk to the network */
 	start_requests(loop, reqs);

@@ -97,14 +97,26 @@ missing_db_log_hook(ErrorData *edata)
  */
 
 /*
+ * until_ms: milliseconds from now to the monotonic time t (0 when past).
+ */
+static long
+until_ms(int64 t, int64 now)
+{
+	return t > now ? (long) Min((t - now + 999) / 1000, (int64) INT_MAX) : 0;
+}
+
+/*
  * wait_for_work: sleep until the latch is set, a libcurl socket is ready,
- * libcurl's timer fires, or the next claim/sweep is due.  The WaitEventSet
- * is built in the loop context each round (the set of sockets changes).
+ * a request's deadline or libcurl's timer comes, or the next claim, sweep
+ * or recording is due.  The WaitEventSet is built in the loop context each
+ * round (the set of sockets changes).  Deadlines are monotonic: a step of
+ * the wall clock does not move them.  Ready sockets are handed to libcurl
+ * here, before otp_http_collect() times anything out.
  */
 static void
 wait_for_work(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	int64		now = otp_mono_us();
 	long		timeout;
 	long		t;
 	WaitEventSet *set;
@@ -113,17 +125,14 @@ wait_for_work(void)
 	int			n;
 	int			i;
 
-	timeout = (loop.next_sweep > now) ? (long) ((loop.next_sweep - now + 999) / 1000) : 0;
+	timeout = until_ms(loop.next_sweep, now);
 	if (otp_http_inflight() < otp_link_max_concurrency)
-	{
-		t = (loop.next_claim > now) ? (long) ((loop.next_claim - now + 999) / 1000) : 0;
-		timeout = Min(timeout, t);
-	}
+		timeout = Min(timeout, until_ms(loop.next_claim, now));
 	t = otp_http_timeout_ms();
 	if (t >= 0)
 		timeout = Min(timeout, t);
 	if (loop.unrecorded != NIL)
-		timeout = 0;
+		timeout = Min(timeout, until_ms(loop.next_record, now));
 
 	nevents = 2 + otp_http_nsockets();
 	set = CreateWaitEventSet(CurrentResourceOwner, nevents);
@@ -147,32 +156,56 @@ wait_for_work(void)
 }
 
 /*
+ * take_finished: collect the requests that finished, tell destination.c
+ * (claim again at once when one of them held back its destination), and
+ * queue them for recording.
+ */
+static void
+take_finished(void)
+{
+	List	   *finished = otp_http_collect();
+	ListCell   *lc;
+	MemoryContext old;
+
+	if (finished == NIL)
+		return;
+	foreach(lc, finished)
+		if (otp_dest_finished((OtpHttpRequest *) lfirst(lc)))
+			loop.next_claim = 0;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	loop.unrecorded = list_concat(loop.unrecorded, finished);
+	MemoryContextSwitchTo(old);
+}
+
+/*
  * one_round: collect finished requests, record them, sweep when due, claim
- * when due and slots are free.
+ * when due and slots are free.  Can ERROR (database errors); the caller's
+ * recover_from_error() keeps what is not recorded.
  */
 static void
 one_round(void)
 {
-	List	   *finished;
-	TimestampTz now;
+	int64		now;
+	int64		probe;
 	int			slots;
 
-	finished = otp_http_collect();
-	if (finished != NIL)
+	take_finished();
+	if (loop.unrecorded != NIL && otp_mono_us() >= loop.next_record)
 	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-		loop.unrecorded = list_concat(loop.unrecorded, finished);
-		MemoryContextSwitchTo(old);
-	}
-	if (loop.unrecorded != NIL)
+		loop.recording = true;
 		otp_queue_record(&loop);
+		loop.recording = false;
+		loop.record_failures = 0;
+		/* rows another transaction holds: try again a little later */
+		loop.next_record = (loop.unrecorded != NIL) ?
+			otp_mono_us() + OTP_RECORD_RETRY_US : 0;
+	}
 
-	now = GetCurrentTimestamp();
+	now = otp_mono_us();
 	if (now >= loop.next_sweep)
 	{
 		/* set first: a failing sweep must not be retried at once */
-		loop.next_sweep = TimestampTzPlusMilliseconds(now, otp_link_sweep_interval_ms);
+		loop.next_sweep = now + (int64) otp_link_sweep_interval_ms * 1000;
 		/* a full expiry batch: sweep again next round, after the claim */
 		if (otp_sweep())
 			loop.next_sweep = now;
@@ -181,8 +214,12 @@ one_round(void)
 	}
 
 	slots = otp_link_max_concurrency - otp_http_inflight();
-	if (slots > 0 && GetCurrentTimestamp() >= loop.next_claim)
+	if (slots > 0 && otp_mono_us() >= loop.next_claim)
 		otp_queue_claim_and_send(&loop, slots);
+	/* a paused destination's probe is a reason to claim */
+	probe = otp_dest_next_probe_us();
+	if (probe != 0 && probe < loop.next_claim)
+		loop.next_claim = probe;
 
 	if (otp_shared != NULL)
 	{
@@ -226,8 +263,15 @@ worker_start(void)
 	otp_am_worker = true;
 	pgstat_report_appname("otp_link worker");
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
-	/* a row lock held elsewhere must not stall every delivery */
-	SetConfigOption("lock_timeout", "10s", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * A lock held elsewhere must not stall sending: the loop waits for a
+	 * lock at most this long (rows are taken with SKIP LOCKED; this bounds
+	 * table locks), then retries in a later round.
+	 */
+	SetConfigOption("lock_timeout", OTP_WORKER_LOCK_TIMEOUT, PGC_SUSET, PGC_S_OVERRIDE);
+	/* the worker's statements are short: compiling them costs more */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	/* cluster-wide defaults must not make the worker's writes fail */
 	SetConfigOption("default_transaction_isolation", "read committed",
 					PGC_SUSET, PGC_S_OVERRIDE);
@@ -252,20 +296,21 @@ reload_config(void)
 	otp_http_reconfigure();
 	loop.next_claim = 0;
 	loop.next_sweep = Min(loop.next_sweep,
-						  TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													  otp_link_sweep_interval_ms));
+						  otp_mono_us() + (int64) otp_link_sweep_interval_ms * 1000);
 }
 
 /*
- * recover_from_error: after an ERROR in a round: report it, abort the
- * transaction, drop the unrecorded requests (their leases expire: they
- * are sent again) and wait a second, so as not to spin on a persistent
- * error.  Called in PG_CATCH; cannot ERROR.
+ * recover_from_error: after an ERROR in a round: report it and abort the
+ * transaction.  Finished requests not recorded stay in loop.unrecorded:
+ * they are recorded in a later round (after 0.1 s, doubling up to 6.4 s
+ * while recording fails), never sent again.  The next claim waits a
+ * second, so as not to spin on a persistent error; requests in flight go
+ * on meanwhile.  Called in PG_CATCH; cannot ERROR.
  */
 static void
 recover_from_error(void)
 {
-	ListCell   *lc;
+	int64		now;
 
 	HOLD_INTERRUPTS();
 	MemoryContextSwitchTo(loop.cxt);
@@ -273,26 +318,23 @@ recover_from_error(void)
 	FlushErrorState();
 	AbortOutOfAnyTransaction();
 	pgstat_report_activity(STATE_IDLE, NULL);
-	/* their leases expire: they are sent again */
-	foreach(lc, loop.unrecorded)
-		MemoryContextDelete(((OtpHttpRequest *) lfirst(lc))->cxt);
-	list_free(loop.unrecorded);
-	loop.unrecorded = NIL;
-	loop.next_claim = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+	now = otp_mono_us();
+	if (loop.recording)
+	{
+		loop.recording = false;
+		loop.record_failures = Min(loop.record_failures + 1, 6);
+	}
+	loop.next_record = now + (OTP_RECORD_RETRY_US << loop.record_failures);
+	loop.next_claim = now + 1000000;
 	RESUME_INTERRUPTS();
-
-	/* do not spin on a persistent error */
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 1000L, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
 }
 
 /*
  * otp_link_worker_main: entry point of the background worker.  Connects to
  * otp_link.database, publishes its latch, and loops until SIGTERM or
  * postmaster death.  An ERROR in a round is logged, the transaction
- * aborted, and the loop goes on after a short pause; requests whose result
- * could not be recorded are sent again when their lease expires.
+ * aborted, and the loop goes on; results that could not be recorded are
+ * kept and recorded later.
  */
 void
 otp_link_worker_main(Datum arg)

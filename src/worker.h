@@ -2,7 +2,7 @@
  *
  * worker.h
  *	  The background worker's files: retry.c, queue.c, sweep.c,
- *	  outbound.c and worker.c.  Layer 3 (worker side): includes
+ *	  destination.c, outbound.c and worker.c.  Layer 3 (worker side): includes
  *	  otp_link.h, spi.h, json.h and shmem.h; never api.h.
  *
  *-------------------------------------------------------------------------
@@ -20,14 +20,21 @@
 #include "json.h"
 #include "shmem.h"
 
-/* the loop's state, owned by worker.c and passed to queue.c */
+/* the loop's state, owned by worker.c and passed to queue.c; times are otp_mono_us() */
 typedef struct OtpWorkerLoop
 {
 	MemoryContext cxt;			/* reset each round; parent of requests */
-	TimestampTz next_claim;		/* claim when now >= this */
-	TimestampTz next_sweep;
+	int64		next_claim;		/* claim when now >= this */
+	int64		next_sweep;
+	int64		next_record;	/* record unrecorded results when now >= this */
+	int			record_failures;	/* consecutive failed recording rounds */
+	bool		recording;		/* otp_queue_record() is running */
 	List	   *unrecorded;		/* finished requests (TopMemoryContext) */
 } OtpWorkerLoop;
+
+/* the worker's lock_timeout, and its pause between recording attempts */
+#define OTP_WORKER_LOCK_TIMEOUT	"100ms"
+#define OTP_RECORD_RETRY_US		((int64) 100000)
 
 /* retry.c */
 extern bool otp_link_check_retry_schedule(char **newval, void **extra,
@@ -42,6 +49,12 @@ extern void otp_worker_end_tx(void);
 extern bool otp_extension_ready(void);
 extern void otp_queue_record(OtpWorkerLoop *loop);
 extern void otp_queue_claim_and_send(OtpWorkerLoop *loop, int slots);
+
+/* destination.c */
+extern int	otp_dest_limits(Datum **keys, Datum **limits);
+extern void otp_dest_started(OtpHttpRequest *req);
+extern bool otp_dest_finished(OtpHttpRequest *req);
+extern int64 otp_dest_next_probe_us(void);
 
 /* outbound.c */
 extern OtpHttpRequest *otp_build_request(MemoryContext parent, HeapTuple tup,

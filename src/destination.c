@@ -1,0 +1,265 @@
+/*-------------------------------------------------------------------------
+ *
+ * destination.c
+ *	  The worker's view of its destinations: deliveries in flight to each,
+ *	  and a circuit breaker per destination.
+ *
+ * A destination is what otp_link.deliveries.dest_key names: the host and
+ * port of a callback URL, or "reply:<instance uuid>" for the replies of
+ * one instance.  Two rules keep one unhealthy destination from delaying
+ * the others:
+ *
+ *	- at most otp_link.destination_concurrency deliveries are in flight to
+ *	  one destination (the claim asks for no more; see queue.c);
+ *	- after otp_link.breaker_failures consecutive failed attempts (no
+ *	  answer, or 408, 429, 5xx) the destination is paused ("open"): none of
+ *	  its deliveries is claimed for otp_link.breaker_pause, then one probe
+ *	  is sent ("half-open").  An answer closes the breaker; a failure
+ *	  pauses it again for twice as long, up to 32 times the first pause.
+ *
+ * The state lives in this process only (a hash table in TopMemoryContext):
+ * a restarted worker learns it again within a few attempts.  Times are
+ * otp_mono_us() values.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+
+#include "otp_link.h"
+#include "worker.h"
+
+#define OTP_DEST_KEY_SIZE	1024	/* dest_key is at most 255 characters */
+#define OTP_BREAKER_MAX_DOUBLINGS 5
+
+typedef enum
+{
+	DEST_CLOSED,				/* healthy: up to the per-destination share */
+	DEST_OPEN,					/* paused until open_until */
+	DEST_HALF_OPEN				/* one probe allowed */
+} DestState;
+
+typedef struct Destination
+{
+	char		key[OTP_DEST_KEY_SIZE]; /* hash key: dest_key */
+	int			inflight;		/* requests started, not yet finished */
+	int			failures;		/* consecutive failed attempts */
+	int			opens;			/* consecutive pauses (doubles the pause) */
+	DestState	state;
+	int64		open_until;		/* DEST_OPEN: when to probe */
+} Destination;
+
+static HTAB *destinations = NULL;
+static int	paused_count = 0;	/* destinations not DEST_CLOSED */
+
+/*
+ * lookup: the entry of key, created closed when create is true (else NULL
+ * when absent).  A key longer than the hash key is not tracked (NULL).
+ * Allocates in TopMemoryContext the first time; cannot ERROR except on
+ * out of memory.
+ */
+static Destination *
+lookup(const char *key, bool create)
+{
+	Destination *d;
+	bool		found;
+
+	if (key == NULL || strlen(key) >= OTP_DEST_KEY_SIZE)
+		return NULL;
+	if (destinations == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = OTP_DEST_KEY_SIZE;
+		ctl.entrysize = sizeof(Destination);
+		ctl.hcxt = TopMemoryContext;
+		destinations = hash_create("otp_link destinations", 64, &ctl,
+								   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	d = hash_search(destinations, key, create ? HASH_ENTER : HASH_FIND, &found);
+	if (d != NULL && !found)
+	{
+		d->inflight = 0;
+		d->failures = 0;
+		d->opens = 0;
+		d->state = DEST_CLOSED;
+		d->open_until = 0;
+	}
+	return d;
+}
+
+/*
+ * dest_limit: how many more deliveries of d the claim may take now.  An
+ * open breaker whose pause is over turns half-open here.
+ */
+static int
+dest_limit(Destination *d, int64 now)
+{
+	if (d->state == DEST_OPEN && now >= d->open_until)
+		d->state = DEST_HALF_OPEN;
+	if (d->state == DEST_OPEN)
+		return 0;
+	if (d->state == DEST_HALF_OPEN)
+		return d->inflight == 0 ? 1 : 0;
+	return Max(otp_link_destination_concurrency - d->inflight, 0);
+}
+
+/*
+ * otp_dest_limits: the destinations the next claim must treat specially,
+ * as two parallel arrays (keys as text Datums, limits as int4 Datums)
+ * palloc'd in CurrentMemoryContext; returns their number.  A destination
+ * not listed may have otp_link.destination_concurrency deliveries claimed.
+ */
+int
+otp_dest_limits(Datum **keys, Datum **limits)
+{
+	HASH_SEQ_STATUS seq;
+	Destination *d;
+	int64		now = otp_mono_us();
+	int			n = 0;
+	long		size = destinations ? hash_get_num_entries(destinations) : 0;
+
+	*keys = palloc(Max(size, 1) * sizeof(Datum));
+	*limits = palloc(Max(size, 1) * sizeof(Datum));
+	if (destinations == NULL)
+		return 0;
+	hash_seq_init(&seq, destinations);
+	while ((d = hash_seq_search(&seq)) != NULL)
+	{
+		int			limit = dest_limit(d, now);
+
+		if (limit >= otp_link_destination_concurrency)
+			continue;
+		(*keys)[n] = CStringGetTextDatum(d->key);
+		(*limits)[n] = Int32GetDatum(limit);
+		n++;
+	}
+	return n;
+}
+
+/*
+ * otp_dest_started: a request to req->dest is now in flight.
+ */
+void
+otp_dest_started(OtpHttpRequest *req)
+{
+	Destination *d = lookup(req->dest, true);
+
+	if (d != NULL)
+		d->inflight++;
+}
+
+/*
+ * attempt_failed: whether a finished attempt counts against its
+ * destination's health: no answer at all, or an answer that says "not
+ * now" (408, 429, 5xx).  Requests refused or invalid here say nothing
+ * about the destination.
+ */
+static bool
+attempt_failed(OtpHttpRequest *req, bool *neutral)
+{
+	*neutral = false;
+	if (req->outcome == OTP_HTTP_TRANSPORT_ERROR)
+		return true;
+	if (req->outcome != OTP_HTTP_RESPONSE)
+	{
+		*neutral = true;
+		return false;
+	}
+	return req->http_status == 408 || req->http_status == 429 ||
+		req->http_status >= 500;
+}
+
+/*
+ * dest_pause: open d's breaker (again): no claims for breaker_pause, doubled
+ * for every consecutive pause, then one probe.
+ */
+static void
+dest_pause(Destination *d, OtpHttpRequest *req, int64 now)
+{
+	int64		ms = (int64) otp_link_breaker_pause_ms << Min(d->opens, OTP_BREAKER_MAX_DOUBLINGS);
+
+	if (d->state == DEST_CLOSED)
+		paused_count++;
+	d->state = DEST_OPEN;
+	d->open_until = now + ms * 1000;
+	d->opens++;
+	ereport(LOG,
+			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+			 errmsg("otp_link destination \"%s\" paused for %.1f s after %d consecutive failed attempts",
+					d->key, ms / 1000.0, d->failures),
+			 errdetail("The last attempt (delivery " INT64_FORMAT ") failed: %s",
+					   req->id, req->outcome == OTP_HTTP_RESPONSE ?
+					   psprintf("HTTP %d", req->http_status) : req->errbuf)));
+}
+
+/*
+ * otp_dest_finished: a request to req->dest finished (req->outcome set):
+ * update its destination's count and breaker.  Returns true when the
+ * destination had been held back by its limit, so the caller should claim
+ * again at once.  Logs when a destination is paused or resumes.  Allocates
+ * only for the log message; cannot ERROR except on out of memory.
+ */
+bool
+otp_dest_finished(OtpHttpRequest *req)
+{
+	Destination *d = lookup(req->dest, false);
+	int64		now = otp_mono_us();
+	bool		neutral;
+	bool		failed;
+	bool		was_held;
+
+	if (d == NULL)
+		return false;
+	was_held = dest_limit(d, now) == 0;
+	d->inflight--;
+	failed = attempt_failed(req, &neutral);
+	if (neutral)
+		;
+	else if (!failed)
+	{
+		if (d->state != DEST_CLOSED)
+		{
+			paused_count--;
+			ereport(LOG,
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg("otp_link destination \"%s\" answers again: deliveries to it resume", d->key)));
+		}
+		d->state = DEST_CLOSED;
+		d->failures = 0;
+		d->opens = 0;
+	}
+	else
+	{
+		d->failures++;
+		if (d->state == DEST_HALF_OPEN ||
+			(d->state == DEST_CLOSED && d->failures >= otp_link_breaker_failures))
+			dest_pause(d, req, now);
+	}
+	if (d->inflight == 0 && d->state == DEST_CLOSED && d->failures == 0)
+		hash_search(destinations, d->key, HASH_REMOVE, NULL);
+	return was_held;
+}
+
+/*
+ * otp_dest_next_probe_us: the earliest time a paused destination may be
+ * probed (otp_mono_us()), or 0 when none is paused.
+ */
+int64
+otp_dest_next_probe_us(void)
+{
+	HASH_SEQ_STATUS seq;
+	Destination *d;
+	int64		next = 0;
+
+	if (destinations == NULL || paused_count == 0)
+		return 0;
+	hash_seq_init(&seq, destinations);
+	while ((d = hash_seq_search(&seq)) != NULL)
+		if (d->state == DEST_OPEN && (next == 0 || d->open_until < next))
+			next = d->open_until;
+	return next;
+}

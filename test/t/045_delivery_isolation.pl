@@ -1,0 +1,138 @@
+# Copyright: otp_link developers
+#
+# 045_delivery_isolation.pl: one bad destination never delays another.
+#
+# At the same time, the worker has
+#   - a tarpit (accepts connections, never answers): 200 deliveries;
+#   - a dead port (connection refused) with a backlog of 100,000 deliveries;
+#   - when run under test/dns/with_fake_dns (scripts/test does, as root): a
+#     host name whose resolver answers after 20 s: 50 deliveries;
+# while a healthy receiver's deliveries are committed one by one every
+# 250 ms and timed from commit to arrival.  Goal (issue #17): each healthy
+# delivery within 1 s of its commit, p50 under 50 ms.  Also: the tarpit
+# never holds more than otp_link.destination_concurrency connections, the
+# dead port is paused by the circuit breaker instead of being hammered, and,
+# with the slow resolver, pg_terminate_backend() ends the worker within a
+# second while resolutions hang.
+#
+# On de27b85 (one global queue, no breaker, threads joined on timeout) the
+# healthy deliveries waited behind the backlog for seconds.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::RealBin/..";
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use OtpWorkerTest;
+use OtpFaultTest;
+
+my $fake_dns = $ENV{OTP_LINK_FAKE_DNS};
+my $testdir = "$FindBin::RealBin/..";
+
+# --- the receivers ------------------------------------------------------------
+my $rcv = start_receiver();
+my $tdir = PostgreSQL::Test::Utils::tempdir();
+my $tarpit_pid = fork();
+die "fork: $!" unless defined $tarpit_pid;
+if ($tarpit_pid == 0)
+{
+	exec('python3', "$testdir/tarpit.py", '--port-file', "$tdir/port",
+		'--stats', "$tdir/stats", '--lifetime', '240')
+	  or die "exec: $!";
+}
+ok(wait_until(sub { -s "$tdir/port" }, 10), 'tarpit listens');
+my $tarpit = slurp_file("$tdir/port");
+my $dead = free_port();
+sub tarpit_stats { my @s = split ' ', slurp_file("$tdir/stats"); return @s; }
+
+my $node = worker_node('isolation', conf => "otp_link.timeout = '5s'\n"
+	  . "otp_link.connect_timeout = '3s'\n"
+	  . "otp_link.retry_schedule = '0, 1s, 5s, 30s, 2min, 10min'\n"
+	  . "otp_link.sweep_interval = '1s'\n");
+ok(wait_until(sub { worker_pid($node) ne '' }, 10), 'worker runs');
+my ($inst) = add_instance($node);
+
+sub queue
+{
+	my ($url, $n) = @_;
+	$node->safe_psql('postgres', qq{
+		INSERT INTO otp_link.deliveries (instance_id, kind, event, destination, payload)
+		SELECT '$inst', 'callback', 'success', '$url' || g, '{"n": 1}'
+		  FROM generate_series(1, $n) g});
+}
+
+# --- the unhealthy destinations -----------------------------------------------
+queue("http://127.0.0.1:$dead/dead/", 100000);
+queue("http://127.0.0.1:$tarpit/tarpit/", 200);
+my $rport = ($rcv->{url} =~ /:(\d+)/)[0];
+queue("http://x.slow.otp-link.test:$rport/ok/slowdns/", 50) if $fake_dns;
+note($fake_dns ? "slow resolver: $fake_dns" : 'no fake DNS server (run under test/dns/with_fake_dns as root for the slow-resolver part)');
+
+# --- healthy deliveries, committed one by one -----------------------------------
+my %t0;
+for my $i (1 .. 40)
+{
+	$t0{$i} = time();
+	queue("$rcv->{url}/ok/healthy$i/", 1);
+	sleep(0.25);
+}
+ok(wait_until(sub { @{ received($rcv, qr{^/ok/healthy\d+/}) } >= 40 }, 30),
+	'every healthy delivery arrived');
+my @delays;
+for my $r (@{ received($rcv, qr{^/ok/healthy\d+/}) })
+{
+	my ($i) = $r->{path} =~ m{^/ok/healthy(\d+)/};
+	push @delays, $r->{t} - $t0{$i};
+}
+@delays = sort { $a <=> $b } @delays;
+my $p50 = $delays[ int($#delays / 2) ];
+my $max = $delays[-1];
+note(sprintf('healthy deliveries, commit -> arrival: p50 %.1f ms, p90 %.1f ms, max %.1f ms (n = %d)',
+		$p50 * 1000, $delays[ int($#delays * 0.9) ] * 1000, $max * 1000, scalar @delays));
+cmp_ok($max, '<', 1.0, 'each healthy delivery arrives within 1 s of its commit');
+cmp_ok($p50, '<', 0.05, 'healthy p50 under 50 ms');
+
+# --- what the unhealthy destinations got ------------------------------------------
+my ($accepted, $most) = tarpit_stats();
+note("tarpit: $accepted connections, at most $most open at once");
+cmp_ok($most, '<=', 16, 'the tarpit never held more than its share (destination_concurrency 16)');
+cmp_ok($accepted, '>=', 1, 'the tarpit was tried');
+my $dead_attempts = $node->safe_psql('postgres',
+	"SELECT sum(attempts) FROM otp_link.deliveries WHERE destination LIKE 'http://127.0.0.1:$dead/%'");
+note("dead port: $dead_attempts attempts in ~10 s");
+cmp_ok($dead_attempts, '<=', 100, 'the dead port is paused by the breaker, not hammered');
+cmp_ok($dead_attempts, '>=', 5, 'the dead port was tried');
+my $log = slurp_file($node->logfile);
+like($log, qr/otp_link destination "127\.0\.0\.1:$dead" paused for 30\.0 s after 5 consecutive failed attempts/,
+	'the pause of the dead port is logged');
+is($node->safe_psql('postgres', "SELECT count(*) FROM otp_link.deliveries WHERE destination LIKE 'http://127.0.0.1:$dead/%' AND status = 'queued'"),
+	'100000', 'the paused backlog stays queued (not dead)');
+
+# --- a hanging resolver does not hold up termination --------------------------------
+SKIP:
+{
+	skip 'no fake DNS server', 3 unless $fake_dns;
+	queue("http://y.slow.otp-link.test:$rport/ok/slowdns2/", 10);
+	sleep(1.0);		# resolutions of y.slow... now hang in getaddrinfo()
+	my $pid = worker_pid($node);
+	ok($pid ne '', 'worker runs while names hang');
+	my $t = time();
+	$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+	ok(wait_until(sub { worker_pid($node) ne $pid }, 10), 'the worker ended');
+	my $took = time() - $t;
+	note(sprintf('pg_terminate_backend -> worker gone: %.0f ms', $took * 1000));
+	cmp_ok($took, '<', 1.0, 'pg_terminate_backend acts within a second while the resolver hangs');
+}
+
+my $t = time();
+$node->stop('fast');
+my $stop = time() - $t;
+note(sprintf('fast shutdown took %.0f ms', $stop * 1000));
+cmp_ok($stop, '<', 5, 'fast shutdown is not held up');
+kill 'TERM', $tarpit_pid;
+waitpid($tarpit_pid, 0);
+stop_receiver($rcv);
+done_testing();
