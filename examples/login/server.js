@@ -146,7 +146,7 @@ function parseCookies(req) {
 		try {
 			out[name] = decodeURIComponent(part.slice(i + 1).trim());
 		} catch {
-			/* not ours, or tampered with: as if absent */
+			out[name] = undefined;	/* not ours, or tampered with: as if absent (and no later one instead) */
 		}
 	}
 	return out;

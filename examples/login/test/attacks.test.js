@@ -21,9 +21,8 @@ const http = require('node:http');
 const net = require('node:net');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
-const { chromium } = require('playwright-core');
 const { Client } = require('pg');
-const { check, expect, run } = require('./tap');
+const { check, expect, run, launch, newContext } = require('./tap');
 
 const SERVER_JS = path.resolve(process.env.SERVER_JS || path.join(__dirname, '..', 'server.js'));
 const README = path.join(__dirname, '..', 'README.md');
@@ -165,29 +164,9 @@ async function main() {
 	});
 	await new Promise((r) => evil.listen(evilPort, '127.0.0.1', r));
 
-	const browser = await chromium.launch({
-		executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-		headless: true,
-		timeout: 30000,
-		args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-			'--disable-background-networking', '--disable-component-update', '--disable-sync',
-			'--host-resolver-rules=MAP *.localhost 127.0.0.1'],
-	});
+	/* Chromium resolves *.localhost to loopback itself; the rule makes it 127.0.0.1, where the servers listen */
+	const browser = await launch(['--host-resolver-rules=MAP *.localhost 127.0.0.1']);
 	const outside = [];
-	async function newContext() {
-		const ctx = await browser.newContext({ locale: 'en-US', timezoneId: 'UTC' });
-		await ctx.route('**/*', (route) => {
-			const u = new URL(route.request().url());
-			if (ALLOWED_HOSTS.has(u.hostname) || u.protocol === 'data:')
-				return route.continue();
-			outside.push(u.href);
-			return route.abort();
-		});
-		const page = await ctx.newPage();
-		page.setDefaultTimeout(10000);
-		page.setDefaultNavigationTimeout(10000);
-		return [ctx, page];
-	}
 
 	try {
 		const victim = await startServer({ OTP_LINK_DEV: '1', PUBLIC_URL: VICTIM }, { port: victimPort });
@@ -240,7 +219,7 @@ async function main() {
 			expect(st.status === 200 && JSON.parse(st.body).status === 'pending', `HTTP ${st.status} ${st.body}`);
 		});
 
-		const [vctx, vpage] = await newContext();
+		const [vctx, vpage] = await newContext(browser, ALLOWED_HOSTS, outside);
 		let attacker = null;
 		await check('#2 Chromium: a sibling host tosses the attacker\'s binding (Domain=app.localhost) and sends the victim to the attacker\'s link: not logged in as the attacker, link not used up', async () => {
 			attacker = await attackerLink();

@@ -10,13 +10,11 @@
  * "N passed, M failed"; exits 1 when a check failed.
  */
 const crypto = require('node:crypto');
-const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { execFileSync } = require('node:child_process');
-const { chromium } = require('playwright-core');
 const { Client } = require('pg');
-const { check, expect, run } = require('./tap');
+const { check, expect, run, launch, newContext } = require('./tap');
 
 const BASE = process.env.BASE_URL;
 const SHOT = process.env.SCREENSHOT || path.join(os.tmpdir(), 'screenshot.png');
@@ -32,28 +30,9 @@ async function main() {
 	await db.connect();
 	const q = async (sql, args) => (await db.query(sql, args)).rows;
 
-	const browser = await chromium.launch({
-		executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-		headless: true,
-		timeout: 30000,
-		args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-			'--disable-background-networking', '--disable-component-update', '--disable-sync'],
-	});
+	const browser = await launch();
 	const outside = [];	/* requests that tried to leave 127.0.0.1 */
-	async function newBrowserContext() {
-		const ctx = await browser.newContext({ viewport: { width: 1100, height: 860 }, locale: 'en-US', timezoneId: 'UTC' });
-		await ctx.route('**/*', (route) => {
-			const u = new URL(route.request().url());
-			if (u.hostname === '127.0.0.1' || u.protocol === 'data:')
-				return route.continue();
-			outside.push(u.href);
-			return route.abort();
-		});
-		const page = await ctx.newPage();
-		page.setDefaultTimeout(10000);
-		page.setDefaultNavigationTimeout(10000);
-		return [ctx, page];
-	}
+	const newBrowserContext = () => newContext(browser, new Set(['127.0.0.1']), outside, { viewport: { width: 1100, height: 860 } });
 
 	try {
 		const [ctx, page] = await newBrowserContext();

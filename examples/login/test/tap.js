@@ -4,7 +4,9 @@
  * login.test.js and attacks.test.js.  check(name, fn) runs one check and
  * prints "ok N - name" or "not ok N - name" (fn throws, or returns a
  * string, on failure); done() prints "N passed, M failed" and sets the exit
- * status; a watchdog ends the run after overallMs.
+ * status; a watchdog ends the run after overallMs.  launch() starts the
+ * system's Chromium (playwright-core); newContext() opens a page whose
+ * requests to hosts other than the allowed ones are aborted and counted.
  */
 let passed = 0;
 let failed = 0;
@@ -51,4 +53,35 @@ function run(main, overallMs, cleanup = () => {}) {
 	});
 }
 
-module.exports = { report, check, expect, run };
+/* headless /usr/bin/chromium (or $CHROMIUM), with extra command-line args */
+function launch(args = []) {
+	const { chromium } = require('playwright-core');
+	return chromium.launch({
+		executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+		headless: true,
+		timeout: 30000,
+		args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+			'--disable-background-networking', '--disable-component-update', '--disable-sync', ...args],
+	});
+}
+
+/*
+ * A new context and page of browser: requests to a host not in allowed (a
+ * Set of host names) are aborted and their URLs pushed to outside.
+ */
+async function newContext(browser, allowed, outside, options = {}) {
+	const ctx = await browser.newContext({ locale: 'en-US', timezoneId: 'UTC', ...options });
+	await ctx.route('**/*', (route) => {
+		const u = new URL(route.request().url());
+		if (allowed.has(u.hostname) || u.protocol === 'data:')
+			return route.continue();
+		outside.push(u.href);
+		return route.abort();
+	});
+	const page = await ctx.newPage();
+	page.setDefaultTimeout(10000);
+	page.setDefaultNavigationTimeout(10000);
+	return [ctx, page];
+}
+
+module.exports = { report, check, expect, run, launch, newContext };
