@@ -337,3 +337,24 @@ BEGIN
 	END IF;
 END
 $worker$;
+
+/* ------------------------------------------------------------------------
+ * Scoped redeem (issue #18): otp_link_redeem limited to one instance (and
+ * optionally one metadata purpose, and bound links only).  A link outside
+ * the scope answers invalid_token and is not used up.  The 2-argument
+ * otp_link_redeem(token, binding) stays as it was; calls that name
+ * "instance" reach this one.
+ * ------------------------------------------------------------------------
+ */
+CREATE FUNCTION otp_link.otp_link_redeem(token text, instance uuid, binding text DEFAULT NULL,
+										 require_binding boolean DEFAULT false,
+										 purpose text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_redeem_scoped'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_redeem(text, uuid, text, boolean, text) IS
+'Exchanges the one-time {link} token once if its link belongs to instance (and has metadata purpose = purpose, and a binding when require_binding); otherwise invalid_token, and the link is left as it was';
+REVOKE ALL ON FUNCTION otp_link.otp_link_redeem(text, uuid, text, boolean, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_redeem(text, uuid, text, boolean, text)
+	TO otp_link_app, otp_link_admin;

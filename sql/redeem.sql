@@ -13,19 +13,24 @@ CREATE FUNCTION pg_temp.token(label text) RETURNS text LANGUAGE sql AS $$
      WHERE l.metadata->>'t' = label AND d.kind = 'reply' AND d.event = 'reply.success'
 $$;
 
--- redeem(...): otp_link_redeem with the uuid, instance and time masked
-CREATE FUNCTION pg_temp.redeem(token text, binding text DEFAULT NULL) RETURNS jsonb LANGUAGE sql AS $$
+-- mask(r): a redeem result with the uuid, instance and time masked
+CREATE FUNCTION pg_temp.mask(r jsonb) RETURNS jsonb LANGUAGE sql AS $$
     SELECT r
         || CASE WHEN r ? 'uuid' THEN jsonb_build_object('uuid',
                 '<' || (SELECT metadata->>'t' FROM otp_link.links WHERE id = (r->>'uuid')::uuid) || '>')
            ELSE '{}' END
         || CASE WHEN r ? 'instance' THEN jsonb_build_object('instance',
-                CASE WHEN (r->>'instance')::uuid = (SELECT id FROM otp_link.instances) THEN '<instance>' ELSE '<?>' END)
+                coalesce((SELECT CASE name WHEN 'Shop' THEN '<instance>' ELSE '<' || name || '>' END
+                            FROM otp_link.instances WHERE id = (r->>'instance')::uuid), '<?>'))
            ELSE '{}' END
         || CASE WHEN r ? 'verified_at' THEN jsonb_build_object('verified_at',
                 CASE WHEN r->>'verified_at' ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$' THEN '<iso>' ELSE r->>'verified_at' END)
            ELSE '{}' END
-      FROM otp_link.otp_link_redeem(token, binding) r
+$$;
+
+-- redeem(...): otp_link_redeem(token, binding), masked
+CREATE FUNCTION pg_temp.redeem(token text, binding text DEFAULT NULL) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT pg_temp.mask(otp_link.otp_link_redeem(token, binding))
 $$;
 
 SELECT otp_link.otp_link_instance_create('201553730661', 'Shop',
@@ -143,6 +148,94 @@ SET ROLE regress_otp_redeem_app;
 SELECT otp_link.otp_link_redeem(:'role_token')->>'result' AS result;
 SELECT otp_link.otp_link_redeem(:'role_token')->>'result' AS result;
 SELECT otp_link.otp_link_redeem('no-such-token')->>'result' AS result;
+RESET ROLE;
+DROP ROLE regress_otp_redeem_app, regress_otp_redeem_inbox;
+
+-- the scoped form: otp_link_redeem(token, instance, binding, require_binding, purpose)
+-- accepts only the links of one instance (and purpose, and bound ones); any
+-- other link answers invalid_token, exactly like an unknown token, and stays usable
+SELECT p.oid::regprocedure AS signature, pg_get_function_arguments(p.oid) AS arguments
+  FROM pg_proc p WHERE p.proname = 'otp_link_redeem' ORDER BY 2;
+SELECT otp_link.otp_link_instance_create('201553730662', 'Other',
+    '{"link_url": "https://other.example/login?token={token}"}')->>'uuid' AS other \gset
+SET otp_link.debug_codes = 'SCOPEDAA,FOREIGNA,NEWSLETA,UNBOUNDA,NOPURPOS,FOREIGNB';
+SELECT otp_link.otp_link_generate(:'inst', binding => 'scoped-browser-secret',
+    metadata => '{"t": "scoped", "purpose": "login"}')->>'code' AS code;
+SELECT otp_link.otp_link_generate(:'other', binding => 'scoped-browser-secret',
+    metadata => '{"t": "foreign", "purpose": "login"}')->>'code' AS code;
+SELECT otp_link.otp_link_generate(:'inst', binding => 'scoped-browser-secret',
+    metadata => '{"t": "newsletter", "purpose": "newsletter_optin"}')->>'code' AS code;
+SELECT otp_link.otp_link_generate(:'inst',
+    metadata => '{"t": "unbound", "purpose": "login"}')->>'code' AS code;
+SELECT otp_link.otp_link_generate(:'inst', binding => 'scoped-browser-secret',
+    metadata => '{"t": "nopurpose"}')->>'code' AS code;
+SELECT otp_link.otp_link_generate(:'other', binding => 'scoped-browser-secret',
+    metadata => '{"t": "foreign2", "purpose": "login"}')->>'code' AS code;
+SELECT otp_link.otp_link_consume_message('447700900131@c.us', '[SCOPEDAA]', instance => :'inst')->>'outcome' AS outcome;
+SELECT otp_link.otp_link_consume_message('447700900132@c.us', '[FOREIGNA]', instance => :'other')->>'outcome' AS outcome;
+SELECT otp_link.otp_link_consume_message('447700900133@c.us', '[NEWSLETA]', instance => :'inst')->>'outcome' AS outcome;
+SELECT otp_link.otp_link_consume_message('447700900134@c.us', '[UNBOUNDA]', instance => :'inst')->>'outcome' AS outcome;
+SELECT otp_link.otp_link_consume_message('447700900135@c.us', '[NOPURPOS]', instance => :'inst')->>'outcome' AS outcome;
+SELECT otp_link.otp_link_consume_message('447700900136@c.us', '[FOREIGNB]', instance => :'other')->>'outcome' AS outcome;
+-- redeem_in(token, instance, ...): the scoped form, masked
+CREATE FUNCTION pg_temp.redeem_in(token text, instance uuid, binding text DEFAULT 'scoped-browser-secret',
+                                  require_binding boolean DEFAULT true, purpose text DEFAULT 'login')
+RETURNS jsonb LANGUAGE sql AS $$
+    SELECT pg_temp.mask(otp_link.otp_link_redeem(token => token, instance => instance, binding => binding,
+                                                 require_binding => require_binding, purpose => purpose))
+$$;
+-- another instance, another purpose, an unbound link when a binding is
+-- required, no purpose when one is asked for, an instance that does not
+-- exist: all invalid_token, and nothing used up
+SELECT pg_temp.redeem_in(pg_temp.token('foreign'), :'inst');
+SELECT pg_temp.redeem_in(pg_temp.token('newsletter'), :'inst');
+SELECT pg_temp.redeem_in(pg_temp.token('unbound'), :'inst');
+SELECT pg_temp.redeem_in(pg_temp.token('nopurpose'), :'inst');
+SELECT pg_temp.redeem_in(pg_temp.token('scoped'), gen_random_uuid());
+SELECT metadata->>'t' AS t, redeemed_at IS NULL AS not_redeemed
+  FROM otp_link.links WHERE metadata->>'t' IN ('foreign', 'newsletter', 'unbound', 'nopurpose', 'scoped')
+ ORDER BY 1;
+-- in scope: a wrong or missing binding is binding_mismatch (not used up), then the right one redeems, once
+SELECT pg_temp.redeem_in(pg_temp.token('scoped'), :'inst', 'some-other-browser-secret');
+SELECT pg_temp.redeem_in(pg_temp.token('scoped'), :'inst', NULL);
+SELECT pg_temp.redeem_in(pg_temp.token('scoped'), :'inst');
+SELECT pg_temp.redeem_in(pg_temp.token('scoped'), :'inst');
+-- used up or expired, but out of scope: still invalid_token (nothing told about other flows)
+SELECT pg_temp.redeem_in(pg_temp.token('scoped'), :'other');
+UPDATE otp_link.links SET token_expires_at = now() - interval '1 second' WHERE metadata->>'t' = 'foreign2';
+SELECT pg_temp.redeem_in(pg_temp.token('foreign2'), :'inst');
+SELECT pg_temp.redeem_in(pg_temp.token('foreign2'), :'other');
+-- each of the others in its own scope: its own instance; any purpose (NULL);
+-- require_binding false takes the unbound link
+SELECT pg_temp.redeem_in(pg_temp.token('foreign'), :'other');
+SELECT pg_temp.redeem_in(pg_temp.token('newsletter'), :'inst', purpose => 'newsletter_optin')->>'result' AS result;
+SELECT pg_temp.redeem_in(pg_temp.token('unbound'), :'inst', NULL, false)->>'result' AS result;
+SELECT pg_temp.redeem_in(pg_temp.token('nopurpose'), :'inst', purpose => NULL)->>'result' AS result;
+-- unknown tokens
+SELECT pg_temp.redeem_in('no-such-token', :'inst');
+SELECT pg_temp.redeem_in('', :'inst', NULL, false, NULL);
+-- bad input
+SELECT pg_temp.err($$SELECT otp_link.otp_link_redeem(token => NULL, instance => gen_random_uuid())$$);
+SELECT pg_temp.err($$SELECT otp_link.otp_link_redeem(token => 'x', instance => NULL)$$);
+SELECT pg_temp.err($$SELECT otp_link.otp_link_redeem(token => 'x', instance => gen_random_uuid(), require_binding => NULL)$$);
+SELECT pg_temp.err($$SELECT otp_link.otp_link_redeem(token => 'x', instance => 'not-a-uuid')$$);
+-- the 1.0 calls still reach the 2-argument form: one argument, named, and
+-- positional even with a uuid literal second (it is the binding: this
+-- unbound link of the Shop instance is redeemed although "Other" is given)
+SELECT otp_link.otp_link_redeem('x')->>'result' AS one_arg,
+       otp_link.otp_link_redeem(token => 'x', binding => NULL)->>'result' AS named;
+SET otp_link.debug_codes = 'POSITION';
+SELECT otp_link.otp_link_generate(:'inst', metadata => '{"t": "positional"}')->>'code' AS code;
+SELECT otp_link.otp_link_consume_message('447700900137@c.us', '[POSITION]')->>'outcome' AS outcome;
+SELECT pg_temp.mask(otp_link.otp_link_redeem(pg_temp.token('positional'), :'other'))->>'result' AS result;
+-- roles: the application may call the scoped form; the inbox may not
+CREATE ROLE regress_otp_redeem_app IN ROLE otp_link_app;
+CREATE ROLE regress_otp_redeem_inbox IN ROLE otp_link_inbox;
+SET ROLE regress_otp_redeem_inbox;
+SELECT pg_temp.err(format($$SELECT otp_link.otp_link_redeem(token => 'x', instance => %L)$$, :'inst'));
+SET ROLE regress_otp_redeem_app;
+SELECT otp_link.otp_link_redeem(token => 'x', instance => :'inst', binding => 'y',
+                                require_binding => true, purpose => 'login')->>'result' AS result;
 RESET ROLE;
 DROP ROLE regress_otp_redeem_app, regress_otp_redeem_inbox;
 

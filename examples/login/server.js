@@ -16,27 +16,34 @@
  *   GET  /dev/whatsapp/messages  the provider hands the held replies to that phone
  *
  * Environment: PGHOST, PGPORT, PGUSER, PGDATABASE (read by `pg`), PORT (3000),
- * PUBLIC_URL (http://127.0.0.1:PORT), WHATSAPP_NUMBER (the instance's number),
+ * PUBLIC_URL (http://127.0.0.1:PORT; https:// unless a loopback address),
+ * TRUST_PROXY (how many reverse proxies in front of the server append to
+ * X-Forwarded-For; unset: none), WHATSAPP_NUMBER (the instance's number),
  * OTP_LINK_INSTANCE (an existing instance uuid; otherwise one is found or
  * created for WHATSAPP_NUMBER), LINK_TTL (seconds, 600), INBOX_TABLE (inbox).
  */
 const http = require('node:http');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
+const net = require('node:net');
 const path = require('node:path');
 const { Pool } = require('pg');
 const QRCode = require('qrcode');
 
 const HOST = '127.0.0.1';
 const PORT = intEnv('PORT', 3000, 1, 65535);
-const PUBLIC_URL = (process.env.PUBLIC_URL || `http://${HOST}:${PORT}`).replace(/\/+$/, '');
-const PUBLIC_ORIGIN = new URL(PUBLIC_URL).origin;
-const SECURE_COOKIES = PUBLIC_URL.startsWith('https:');
+const PUBLIC = publicUrl(process.env.PUBLIC_URL || `http://${HOST}:${PORT}`);
+const PUBLIC_ORIGIN = PUBLIC.origin;
+const PUBLIC_URL = PUBLIC_ORIGIN;
+const HTTPS = PUBLIC.protocol === 'https:';
+const TRUST_PROXY = process.env.TRUST_PROXY === undefined || process.env.TRUST_PROXY === '' ?
+	null : intEnv('TRUST_PROXY', 0, 0, 16);
 const WHATSAPP_NUMBER = process.env.WHATSAPP_NUMBER || '+1 555 010 0001';
 const LINK_TTL = intEnv('LINK_TTL', 600, 30, 86400);
 const DEV = process.env.OTP_LINK_DEV === '1';
 const INBOX_TABLE = process.env.INBOX_TABLE || 'inbox';
 const APP_NAME = 'otp_link demo';
+const PURPOSE = 'login';		/* metadata.purpose of our links; otp_link_redeem accepts no other */
 const SESSION_TTL_MS = 8 * 3600 * 1000;
 const MAX_BODY = 16 * 1024;
 
@@ -52,6 +59,11 @@ if (!/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$/.test(INBOX_TABLE)) {
 	console.error(`INBOX_TABLE must be a plain (schema.)table name, not ${JSON.stringify(INBOX_TABLE)}`);
 	process.exit(2);
 }
+/* the simulated phone lets anyone send "from" any number and read the replies: never on a real address */
+if (DEV && !isLoopback(PUBLIC.hostname)) {
+	console.error(`OTP_LINK_DEV=1 is refused: PUBLIC_URL ${PUBLIC_ORIGIN} is not a loopback address (127.0.0.0/8, [::1], localhost). Never switch the simulated phone on where others can reach it.`);
+	process.exit(2);
+}
 
 const pool = new Pool({
 	max: 5,
@@ -64,6 +76,36 @@ pool.on('error', (err) => console.error('pg pool:', err.message));
 
 let instanceId = null;
 const sessions = new Map(); /* session id -> who logged in */
+
+/*
+ * PUBLIC_URL: an origin (scheme, host, port; no path), https unless the host
+ * is a loopback address; browsers keep Secure cookies only from those.
+ */
+function publicUrl(value) {
+	let u;
+	try {
+		u = new URL(value);
+	} catch {
+		u = null;
+	}
+	if (!u || !['http:', 'https:'].includes(u.protocol) || u.username || u.password ||
+		u.pathname !== '/' || u.search || u.hash) {
+		console.error(`PUBLIC_URL must be an origin such as https://login.example.com, not ${JSON.stringify(value)}`);
+		process.exit(2);
+	}
+	if (u.protocol !== 'https:' && !isLoopback(u.hostname)) {
+		console.error(`PUBLIC_URL ${u.origin} must be https:// (only a loopback address may use http://): the cookies are Secure`);
+		process.exit(2);
+	}
+	return u;
+}
+
+/* whether a URL's hostname is a loopback address (or a localhost name, which browsers resolve to one) */
+function isLoopback(hostname) {
+	const h = hostname.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+	return h === 'localhost' || h.endsWith('.localhost') || h === '::1' ||
+		(net.isIPv4(h) && h.startsWith('127.'));
+}
 
 function intEnv(name, dflt, min, max) {
 	const v = process.env[name] === undefined || process.env[name] === '' ? dflt : Number(process.env[name]);
@@ -80,30 +122,92 @@ function esc(s) {
 	return String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 }
 
+/*
+ * The cookies.  "__Host-" names: browsers keep them only with Secure,
+ * Path=/ and no Domain, so a sibling host (evil.example.com) cannot plant
+ * one for us (cookie tossing).  Browsers accept Secure cookies from https
+ * and from loopback addresses, which is all PUBLIC_URL may be.
+ */
+const COOKIE = { binding: '__Host-otp_binding', pending: '__Host-otp_pending', sid: '__Host-sid' };
+
+/*
+ * The cookies of a request, name -> value.  The first of a name wins (a
+ * browser sends the more specific, then the older one first); a value that
+ * does not decode is skipped, whatever cookie it is (another application's
+ * on the same domain, say).
+ */
 function parseCookies(req) {
-	const out = {};
+	const out = Object.create(null);
 	for (const part of (req.headers.cookie || '').split(';')) {
 		const i = part.indexOf('=');
-		if (i > 0)
-			out[part.slice(0, i).trim()] = decodeURIComponent(part.slice(i + 1).trim());
+		const name = part.slice(0, i).trim();
+		if (i <= 0 || name in out)
+			continue;
+		try {
+			out[name] = decodeURIComponent(part.slice(i + 1).trim());
+		} catch {
+			out[name] = undefined;	/* not ours, or tampered with: as if absent (and no later one instead) */
+		}
 	}
 	return out;
 }
 
-function cookie(name, value, { path: p = '/', maxAge } = {}) {
-	let c = `${name}=${encodeURIComponent(value)}; Path=${p}; HttpOnly; SameSite=Lax`;
-	if (SECURE_COOKIES)
-		c += '; Secure';
+function cookie(name, value, { maxAge } = {}) {
+	let c = `${name}=${encodeURIComponent(value)}; Path=/; Secure; HttpOnly; SameSite=Lax`;
 	if (maxAge !== undefined)
 		c += `; Max-Age=${maxAge}`;
 	return c;
 }
 
-function clearCookie(name, p = '/') {
-	return cookie(name, '', { path: p, maxAge: 0 });
+function clearCookie(name) {
+	return cookie(name, '', { maxAge: 0 });
+}
+
+/* ---------------------------------------------------------------- client address */
+
+/*
+ * The client's address: the socket's peer, or, with TRUST_PROXY=n, the
+ * address n hops back in X-Forwarded-For (as Express's "trust proxy" = n):
+ * each trusted proxy appends the address it received the request from, so
+ * whatever the client wrote itself stays further left and is never used.
+ */
+function clientAddress(req) {
+	const chain = [req.socket.remoteAddress || ''];
+	const xff = req.headers['x-forwarded-for'];
+	if (!TRUST_PROXY)
+		return canonicalIp(chain[0]);
+	if (xff)
+		chain.push(...xff.split(',').map((a) => a.trim()).reverse());
+	let i = 0;
+	while (i < TRUST_PROXY && i + 1 < chain.length && net.isIP(chain[i + 1]))
+		i++;
+	return canonicalIp(chain[i]);
+}
+
+/* IPv4-mapped IPv6 as IPv4; any other IPv6 address as its /64 (one subscriber's network) */
+function canonicalIp(a) {
+	const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(a);
+	if (v4)
+		return v4[1];
+	if (!net.isIPv6(a))
+		return a;
+	const [head, tail = ''] = a.toLowerCase().split('::');
+	const h = head ? head.split(':') : [];
+	const t = a.includes('::') && tail ? tail.split(':') : [];
+	const groups = [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
+	return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
+}
+
+const warned = new Set();
+function warnOnce(key, text) {
+	if (!warned.has(key)) {
+		warned.add(key);
+		console.error(text);
+	}
 }
 
 const BASE_HEADERS = {
+	...(HTTPS ? { 'Strict-Transport-Security': 'max-age=31536000; includeSubDomains' } : {}),
 	'Cache-Control': 'no-store',
 	/* keeps the token of /login/complete from leaving; no-referrer would make form POSTs send "Origin: null" */
 	'Referrer-Policy': 'same-origin',
@@ -158,7 +262,7 @@ function sameOrigin(req) {
 }
 
 function session(req) {
-	const sid = parseCookies(req).sid;
+	const sid = parseCookies(req)[COOKIE.sid];
 	const s = sid && sessions.get(sid);
 	if (!s)
 		return null;
@@ -182,6 +286,32 @@ function prettyTime(iso) {
 function prettyPhone(digits) {
 	return digits ? `+${digits}` : '';
 }
+
+/* +15••••••199: enough for the owner to recognise, too little to be of use to anyone else */
+function maskedPhone(digits) {
+	return digits ? `+${digits.slice(0, 2)}${'•'.repeat(digits.length - 5)}${digits.slice(-3)}` : null;
+}
+
+/*
+ * return_to: an address on this site only.  Resolved as a browser would
+ * resolve the Location header (backslashes, tabs, "//host" included) against
+ * PUBLIC_URL; anything that lands on another origin is '/'.  Returns the
+ * absolute URL, which leaves a browser nothing to reinterpret.
+ */
+function sameSiteUrl(value) {
+	if (typeof value !== 'string' || !value.startsWith('/') || value.length > 2048)
+		return `${PUBLIC_ORIGIN}/`;
+	let u;
+	try {
+		u = new URL(value, PUBLIC_ORIGIN);
+	} catch {
+		return `${PUBLIC_ORIGIN}/`;
+	}
+	return u.origin === PUBLIC_ORIGIN ? u.href : `${PUBLIC_ORIGIN}/`;
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const TOKEN_RE = /^[A-Za-z0-9_-]{1,256}$/;
 
 /* ---------------------------------------------------------------- pages */
 
@@ -292,6 +422,10 @@ async function startLogin(req, res) {
 	/* the browser binding: 32 random bytes, only this browser has them (HttpOnly) */
 	const binding = crypto.randomBytes(32).toString('base64url');
 	const linkUrl = `${PUBLIC_URL}/login/complete?token={token}`;
+	const body = await readJson(req);
+	/* where to go once logged in: a path of this site (checked again when used) */
+	const back = sameSiteUrl(body && body.return_to);
+	const returnTo = back.slice(PUBLIC_ORIGIN.length);
 	let link;
 	try {
 		const r = await pool.query(
@@ -299,7 +433,7 @@ async function startLogin(req, res) {
 				message => $4, binding => $5, link_url => $6, rate_key => $7,
 				metadata => $8) AS link`,
 			[instanceId, LINK_TTL, APP_NAME, JSON.stringify(MESSAGES), binding, linkUrl,
-				`ip:${req.socket.remoteAddress}`, JSON.stringify({ purpose: 'login', return_to: '/' })]);
+				`ip:${clientAddress(req)}`, JSON.stringify({ purpose: PURPOSE, return_to: returnTo })]);
 		link = r.rows[0].link;
 	} catch (err) {
 		if (err.code === 'PT429')
@@ -316,31 +450,55 @@ async function startLogin(req, res) {
 		draft: DEV ? draft : undefined,
 	}, {
 		'Set-Cookie': [
-			cookie('otp_binding', binding, { path: '/login', maxAge: age }),
-			cookie('otp_pending', link.uuid, { path: '/login', maxAge: age }),
+			cookie(COOKIE.binding, binding, { maxAge: age }),
+			cookie(COOKIE.pending, link.uuid, { maxAge: age }),
 		],
 	});
 }
 
 async function loginStatus(req, res) {
-	const uuid = parseCookies(req).otp_pending;
-	if (!uuid || !/^[0-9a-f-]{36}$/i.test(uuid))
+	const uuid = parseCookies(req)[COOKIE.pending];
+	if (!uuid || !UUID_RE.test(uuid))
 		return sendJson(res, 404, { status: 'none' });
-	const r = await pool.query('SELECT otp_link.otp_link_status($1) AS s', [uuid]);
-	const s = r.rows[0].s;
-	/* not the verified chat id: it belongs to whoever redeems the link */
-	sendJson(res, 200, { status: s.status, expires_at: s.expires_at, redeemed: s.redeemed });
+	let s;
+	try {
+		s = (await pool.query('SELECT otp_link.otp_link_status($1) AS s', [uuid])).rows[0].s;
+	} catch (err) {
+		if (err.code === 'PT404')
+			return sendJson(res, 404, { status: 'none' });
+		throw err;
+	}
+	if (!s.metadata || s.metadata.purpose !== PURPOSE)
+		return sendJson(res, 404, { status: 'none' });
+	/*
+	 * Not the verified number itself, only its masked form: enough for the
+	 * user to notice that a number not theirs answered (someone else sent
+	 * the code first), too little to tell a phisher whom they reached.
+	 */
+	sendJson(res, 200, {
+		status: s.status, expires_at: s.expires_at, redeemed: s.redeemed,
+		phone_masked: s.status === 'verified' ? maskedPhone(digitsOf(s.verified_chat_id)) : undefined,
+	});
 }
 
 async function completeLogin(req, res, url) {
 	const token = url.searchParams.get('token');
-	if (!token || token.length > 256) {
+	if (!token) {
 		const [st, html] = errorPage(400, { code: 'no_token', text: 'No login link' }, 'The address has no login token.');
 		return send(res, st, 'text/html; charset=utf-8', html);
 	}
-	const binding = parseCookies(req).otp_binding || null;
-	const r = await pool.query('SELECT otp_link.otp_link_redeem(token => $1, binding => $2) AS r', [token, binding]);
-	const result = r.rows[0].r;
+	/* a token is base64url: anything else is unknown, without asking the database */
+	const binding = parseCookies(req)[COOKIE.binding] || null;
+	/*
+	 * Only a link of our instance, made for a login, with a binding: a token
+	 * of another application's flow in the same database (another instance,
+	 * a newsletter opt-in, an unbound link) is invalid_token here and stays
+	 * usable where it belongs.
+	 */
+	const result = !TOKEN_RE.test(token) ? { result: 'invalid_token' } : (await pool.query(
+		`SELECT otp_link.otp_link_redeem(token => $1, instance => $2, binding => $3,
+			require_binding => true, purpose => $4) AS r`,
+		[token, instanceId, binding, PURPOSE])).rows[0].r;
 	console.log(`redeem: ${result.result}`);
 	if (result.result === 'redeemed') {
 		const sid = crypto.randomBytes(32).toString('base64url');
@@ -351,14 +509,11 @@ async function completeLogin(req, res, url) {
 			uuid: result.uuid,
 			verifiedAt: result.verified_at,
 		});
-		const back = result.metadata && typeof result.metadata.return_to === 'string' &&
-			result.metadata.return_to.startsWith('/') && !result.metadata.return_to.startsWith('//') ?
-			result.metadata.return_to : '/';
-		return redirect(res, back, {
+		return redirect(res, sameSiteUrl(result.metadata && result.metadata.return_to), {
 			'Set-Cookie': [
-				cookie('sid', sid, { maxAge: SESSION_TTL_MS / 1000 }),
-				clearCookie('otp_binding', '/login'),
-				clearCookie('otp_pending', '/login'),
+				cookie(COOKIE.sid, sid, { maxAge: SESSION_TTL_MS / 1000 }),
+				clearCookie(COOKIE.binding),
+				clearCookie(COOKIE.pending),
 			],
 		});
 	}
@@ -423,6 +578,8 @@ function serveStatic(res, pathname) {
 }
 
 async function route(req, res) {
+	if (TRUST_PROXY === null && req.headers['x-forwarded-for'] !== undefined)
+		warnOnce('xff', 'WARNING: requests carry X-Forwarded-For but TRUST_PROXY is not set: every client shares the rate limit of the proxy. Set TRUST_PROXY to the number of proxies in front of this server.');
 	const url = new URL(req.url, PUBLIC_ORIGIN);
 	const key = `${req.method} ${url.pathname}`;
 	switch (key) {
@@ -437,10 +594,10 @@ async function route(req, res) {
 		case 'POST /logout': {
 			if (!sameOrigin(req))
 				return sendJson(res, 403, { error: 'cross-origin request refused' });
-			const sid = parseCookies(req).sid;
+			const sid = parseCookies(req)[COOKIE.sid];
 			if (sid)
 				sessions.delete(sid);
-			return redirect(res, '/', { 'Set-Cookie': clearCookie('sid') });
+			return redirect(res, `${PUBLIC_ORIGIN}/`, { 'Set-Cookie': clearCookie(COOKIE.sid) });
 		}
 		case 'GET /healthz':
 			await pool.query('SELECT 1');
@@ -463,8 +620,11 @@ async function route(req, res) {
 /* ---------------------------------------------------------------- start */
 
 async function findInstance() {
-	if (process.env.OTP_LINK_INSTANCE)
+	if (process.env.OTP_LINK_INSTANCE) {
+		if (!UUID_RE.test(process.env.OTP_LINK_INSTANCE))
+			throw new Error(`OTP_LINK_INSTANCE ${JSON.stringify(process.env.OTP_LINK_INSTANCE)} is not a uuid`);
 		return process.env.OTP_LINK_INSTANCE;
+	}
 	const digits = digitsOf(WHATSAPP_NUMBER);
 	if (!digits)
 		throw new Error(`WHATSAPP_NUMBER ${JSON.stringify(WHATSAPP_NUMBER)} is not a phone number`);
@@ -476,7 +636,21 @@ async function findInstance() {
 	return r.rows[0].i.uuid;
 }
 
+/* behind a proxy without TRUST_PROXY, all clients share one rate limit: say so, loudly */
+function warnProxy() {
+	if (TRUST_PROXY !== null || isLoopback(PUBLIC.hostname))
+		return;
+	console.error(`
+WARNING: PUBLIC_URL is ${PUBLIC_ORIGIN} but this server listens on ${HOST}, so a reverse proxy
+WARNING: forwards the requests, and TRUST_PROXY is not set: every client gets the proxy's
+WARNING: address, shares ONE rate limit, and ten requests lock everyone out.
+WARNING: Set TRUST_PROXY to the number of proxies that append to X-Forwarded-For (1 for one
+WARNING: nginx), or TRUST_PROXY=0 if there really is no proxy.
+`);
+}
+
 async function main() {
+	warnProxy();
 	instanceId = await findInstance();
 	if (DEV)
 		await pool.query(`SELECT 1 FROM ${INBOX_TABLE} LIMIT 0`);	/* fail early without the inbox */
@@ -493,7 +667,7 @@ async function main() {
 	server.headersTimeout = 10000;
 	server.keepAliveTimeout = 2000;
 	server.listen(PORT, HOST, () => {
-		console.log(`otp_link login example listening on ${PUBLIC_URL}/ (instance ${instanceId}, WhatsApp number ${WHATSAPP_NUMBER}${DEV ? ', simulated phone ON' : ''})`);
+		console.log(`otp_link login example listening on ${HOST}:${PORT} for ${PUBLIC_URL}/ (instance ${instanceId}, WhatsApp number ${WHATSAPP_NUMBER}, TRUST_PROXY ${TRUST_PROXY ?? 'unset'}${DEV ? ', simulated phone ON' : ''})`);
 	});
 	const stop = () => {
 		server.close();

@@ -7,8 +7,11 @@
 # the npm packages with npm ci), starts a throw-away cluster and the server
 # on a free port of 127.0.0.1, runs test/login.test.js (playwright-core with
 # /usr/bin/chromium; the WhatsApp side is simulated by an INSERT into the
-# inbox table), writes screenshot.png, then stops everything it started and
-# checks that it did.  Needs otp_link installed (make install at the top).
+# inbox table), writes screenshot.png, then test/attacks.test.js (issue #18:
+# the example as an attacker sees it; it starts servers of its own, in
+# other configurations), then stops everything it started and checks that
+# it did.  Needs otp_link installed (make install at the top; pg_config on
+# PATH says where).  SERVER_JS=path tests another server.js (e.g. an old one).
 # Last line: "N passed, M failed"; exit status 0 only when M is 0.
 #
 set -uo pipefail
@@ -97,7 +100,8 @@ cluster_start "$tmp/pg" || die "a throw-away cluster with otp_link and the inbox
 port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })') ||
 	die "a free port"
 base="http://127.0.0.1:$port"
-OTP_LINK_DEV=1 PORT="$port" node server.js >"$tmp/server.log" 2>&1 &
+server_js=$(realpath "${SERVER_JS:-$here/server.js}")
+(cd "$(dirname "$server_js")" && OTP_LINK_DEV=1 PORT="$port" exec node "$server_js") >"$tmp/server.log" 2>&1 &
 server_pid=$!
 up=
 for _ in $(seq 1 100); do
@@ -115,16 +119,24 @@ ok "the server answers on $base"
 mkdir "$tmp/browser"
 out="$tmp/browser.out"
 browser_ran=1
+# count_summary NAME: adds the "N passed, M failed" of $out to ours
+count_summary() {
+	local summary p f
+	summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)
+	if [ -z "$summary" ]; then
+		not_ok "$1 reported its results"
+	else
+		read -r p _ f _ <<<"$summary"
+		passed=$((passed + p))
+		failed=$((failed + f))
+	fi
+}
 TMPDIR="$tmp/browser" BASE_URL="$base" SCREENSHOT="$here/screenshot.png" \
 	timeout -k 5 110 node test/login.test.js 2>&1 | tee "$out"
-summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)
-if [ -z "$summary" ]; then
-	not_ok "the browser test reported its results"
-else
-	read -r p _ f _ <<<"$summary"
-	passed=$((passed + p))
-	failed=$((failed + f))
-fi
+count_summary "the browser test"
+TMPDIR="$tmp/browser" SERVER_JS="$server_js" \
+	timeout -k 5 120 node test/attacks.test.js 2>&1 | tee "$out"
+count_summary "the attack test"
 # the summary line of the browser test is not the last line of this script
 if [ "$failed" -ne 0 ]; then
 	echo "==== server log"

@@ -43,7 +43,13 @@
 		show('error', false);
 		$('start').disabled = true;
 		try {
-			const r = await fetch('/login/start', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}' });
+			/* where to land once logged in (the server keeps only paths of this site) */
+			const returnTo = new URLSearchParams(location.search).get('return_to');
+			const r = await fetch('/login/start', {
+				method: 'POST',
+				headers: { 'Content-Type': 'application/json' },
+				body: JSON.stringify(returnTo ? { return_to: returnTo } : {}),
+			});
 			const j = await r.json();
 			if (!r.ok)
 				throw new Error(j.error || `HTTP ${r.status}`);
@@ -76,9 +82,11 @@
 			const j = await r.json();
 			errors = 0;
 			if (j.status === 'verified') {
+				/* the masked number: a user whose code someone else sent first sees a number not theirs */
+				const who = j.phone_masked || 'unknown';
 				setStatus('ok', j.redeemed ?
-					'✓ Verified, and the login link has been used.' :
-					'✓ Number verified. WhatsApp has sent you a login link: open it in this browser to continue.');
+					`✓ Number ${who} verified, and the login link has been used.` :
+					`✓ Number ${who} verified. WhatsApp has sent that number a login link: open it in this browser to continue. Not your number? Do not open any link; start over.`);
 				$('login').classList.add('verified');
 				show('expires', false);
 				return;

@@ -10,12 +10,11 @@
  * "N passed, M failed"; exits 1 when a check failed.
  */
 const crypto = require('node:crypto');
-const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { execFileSync } = require('node:child_process');
-const { chromium } = require('playwright-core');
 const { Client } = require('pg');
+const { check, expect, run, launch, newContext } = require('./tap');
 
 const BASE = process.env.BASE_URL;
 const SHOT = process.env.SCREENSHOT || path.join(os.tmpdir(), 'screenshot.png');
@@ -25,62 +24,15 @@ const USER_PHONE = '+1 555 010 0199';
 const USER_DIGITS = '15550100199';
 const OVERALL_MS = 100000;
 
-let passed = 0;
-let failed = 0;
-let n = 0;
-
-function report(ok, name, detail) {
-	n++;
-	if (ok)
-		passed++;
-	else
-		failed++;
-	console.log(`${ok ? 'ok' : 'not ok'} ${n} - ${name}${!ok && detail ? `\n#   ${String(detail).split('\n').join('\n#   ')}` : ''}`);
-}
-
-/* one check: fn throws (or returns a string) on failure */
-async function check(name, fn) {
-	try {
-		const r = await fn();
-		report(r === undefined || r === true, name, typeof r === 'string' ? r : 'returned false');
-	} catch (err) {
-		report(false, name, err && err.stack ? err.stack.split('\n').slice(0, 3).join('\n') : err);
-	}
-}
-
-function expect(cond, what) {
-	if (!cond)
-		throw new Error(what);
-}
-
 async function main() {
 	expect(BASE && BASE.startsWith('http://127.0.0.1:'), 'BASE_URL must be http://127.0.0.1:PORT');
 	const db = new Client({ statement_timeout: 5000, connectionTimeoutMillis: 5000 });
 	await db.connect();
 	const q = async (sql, args) => (await db.query(sql, args)).rows;
 
-	const browser = await chromium.launch({
-		executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-		headless: true,
-		timeout: 30000,
-		args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-			'--disable-background-networking', '--disable-component-update', '--disable-sync'],
-	});
+	const browser = await launch();
 	const outside = [];	/* requests that tried to leave 127.0.0.1 */
-	async function newBrowserContext() {
-		const ctx = await browser.newContext({ viewport: { width: 1100, height: 860 }, locale: 'en-US', timezoneId: 'UTC' });
-		await ctx.route('**/*', (route) => {
-			const u = new URL(route.request().url());
-			if (u.hostname === '127.0.0.1' || u.protocol === 'data:')
-				return route.continue();
-			outside.push(u.href);
-			return route.abort();
-		});
-		const page = await ctx.newPage();
-		page.setDefaultTimeout(10000);
-		page.setDefaultNavigationTimeout(10000);
-		return [ctx, page];
-	}
+	const newBrowserContext = () => newContext(browser, new Set(['127.0.0.1']), outside, { viewport: { width: 1100, height: 860 } });
 
 	try {
 		const [ctx, page] = await newBrowserContext();
@@ -104,12 +56,13 @@ async function main() {
 			expect(/Waiting for your WhatsApp message/.test(await page.locator('#status').innerText()), 'status is not "waiting"');
 		});
 
-		await check('the binding is a 32-byte HttpOnly cookie, invisible to scripts, stored only as its SHA-256', async () => {
+		await check('the binding is a 32-byte __Host- cookie (Secure, HttpOnly, Path=/), invisible to scripts, stored only as its SHA-256', async () => {
 			const cookies = await ctx.cookies(`${BASE}/login/complete`);
-			const binding = cookies.find((c) => c.name === 'otp_binding');
-			const pending = cookies.find((c) => c.name === 'otp_pending');
-			expect(binding && pending, 'missing cookies');
-			expect(binding.httpOnly && binding.sameSite === 'Lax' && binding.path === '/login', `cookie flags ${JSON.stringify(binding)}`);
+			const binding = cookies.find((c) => c.name === '__Host-otp_binding');
+			const pending = cookies.find((c) => c.name === '__Host-otp_pending');
+			expect(binding && pending, `missing cookies: ${cookies.map((c) => c.name).join(', ')}`);
+			for (const c of [binding, pending])
+				expect(c.httpOnly && c.secure && c.sameSite === 'Lax' && c.path === '/' && c.domain === '127.0.0.1', `cookie flags ${JSON.stringify(c)}`);
 			expect(/^[A-Za-z0-9_-]{43}$/.test(binding.value) && Buffer.from(binding.value, 'base64url').length === 32, 'not 32 random bytes');
 			expect(!(await page.evaluate(() => document.cookie)).includes('otp_binding'), 'script can read the binding');
 			uuid = pending.value;
@@ -142,7 +95,16 @@ async function main() {
 
 		await check('the page sees "verified" by polling otp_link_status', async () => {
 			await page.locator('#status.ok').waitFor();
-			expect(/Number verified/.test(await page.locator('#status').innerText()), 'no verified message');
+			expect(/Number .* verified/.test(await page.locator('#status').innerText()), 'no verified message');
+		});
+
+		await check('the waiting page shows which number verified, masked (+15••••••199), never in full', async () => {
+			const text = await page.locator('#status').innerText();
+			expect(text.includes(`Number +${USER_DIGITS.slice(0, 2)}${'•'.repeat(USER_DIGITS.length - 5)}${USER_DIGITS.slice(-3)} verified`), `status says ${JSON.stringify(text)}`);
+			expect(/Not your number\?/.test(text), 'no advice for a number that is not theirs');
+			expect(!(await page.content()).includes(USER_DIGITS), 'the number appears unmasked');
+			const r = await page.evaluate(async () => (await fetch('/login/status')).json());
+			expect(!JSON.stringify(r).includes(USER_DIGITS.slice(2, -3)), `status JSON ${JSON.stringify(r)}`);
 		});
 
 		await check('the held WhatsApp reply carries the one-time {link}; the demo provider delivers it', async () => {
@@ -179,8 +141,8 @@ async function main() {
 			const chat = await page.locator('#who-chat').innerText();
 			expect(phone === `+${USER_DIGITS}` && chat === `${USER_DIGITS}@c.us`, `shows ${phone} / ${chat}`);
 			const cookies = await ctx.cookies(`${BASE}/login/complete`);
-			expect(!cookies.some((c) => c.name === 'otp_binding'), 'the binding cookie was not cleared');
-			expect(cookies.some((c) => c.name === 'sid' && c.httpOnly), 'no HttpOnly session cookie');
+			expect(!cookies.some((c) => c.name === '__Host-otp_binding'), 'the binding cookie was not cleared');
+			expect(cookies.some((c) => c.name === '__Host-sid' && c.httpOnly && c.secure), 'no HttpOnly, Secure session cookie');
 			const rows = await q('SELECT redeemed_at FROM otp_link.links WHERE id = $1', [uuid]);
 			expect(rows[0].redeemed_at !== null, 'not redeemed in the database');
 			if (SHOT_DIR)
@@ -209,7 +171,7 @@ async function main() {
 			await page.goto(`${BASE}/`);
 			await Promise.all([page.waitForURL(`${BASE}/`), page.click('#logout')]);
 			await page.locator('#start').waitFor();
-			expect(!(await ctx.cookies(BASE)).some((c) => c.name === 'sid'), 'session cookie still there');
+			expect(!(await ctx.cookies(BASE)).some((c) => c.name === '__Host-sid'), 'session cookie still there');
 		});
 
 		await check('no request left 127.0.0.1', async () => {
@@ -224,16 +186,4 @@ async function main() {
 	}
 }
 
-const watchdog = setTimeout(() => {
-	report(false, `the browser test finished within ${OVERALL_MS / 1000} s`);
-	console.log(`${passed} passed, ${failed} failed`);
-	process.exit(1);	/* playwright kills its browser on exit */
-}, OVERALL_MS);
-
-main().catch((err) => {
-	report(false, 'the browser test ran to its end', err && err.stack ? err.stack : err);
-}).finally(() => {
-	clearTimeout(watchdog);
-	console.log(`${passed} passed, ${failed} failed`);
-	process.exitCode = failed ? 1 : 0;
-});
+run(main, OVERALL_MS);
