@@ -690,3 +690,205 @@ COMMENT ON FUNCTION otp_link.otp_link_redeem(text, uuid, text, boolean, text) IS
 REVOKE ALL ON FUNCTION otp_link.otp_link_redeem(text, uuid, text, boolean, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_redeem(text, uuid, text, boolean, text)
 	TO otp_link_app, otp_link_admin;
+
+/* ------------------------------------------------------------------------
+ * Inbound gateways (issue #14, items 1 and 2): webhook payload formats as
+ * data, and the gateways' signatures (src/webhook.c, src/verify.c).
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * Webhook formats: where a gateway's payload holds its messages, and in
+ * each message the sender, the text, the message id and the receiving
+ * number, as SQL/JSON path expressions.  otp_link_consume_webhook(payload,
+ * format) reads them; an administrator adds a gateway with one INSERT.
+ * Built-in rows belong to the extension: they cannot be changed, and they
+ * are not dumped (CREATE EXTENSION makes them again).
+ */
+CREATE TABLE otp_link.webhook_formats (
+	name			text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,62}$'),
+	batches			jsonpath NOT NULL DEFAULT '$',
+	messages		jsonpath NOT NULL,
+	sender			jsonpath NOT NULL,
+	text			jsonpath NOT NULL,
+	message_id		jsonpath,
+	receiver		jsonpath,
+	text_filter		jsonpath,
+	address_prefix	text CHECK (address_prefix <> ''),
+	builtin			boolean NOT NULL DEFAULT false,
+	description		text
+);
+COMMENT ON TABLE otp_link.webhook_formats IS 'Webhook payload formats of WhatsApp gateways, as SQL/JSON path expressions (otp_link_consume_webhook(payload, format))';
+COMMENT ON COLUMN otp_link.webhook_formats.batches IS 'On the payload: the groups of messages that share a receiving number (default $, the payload itself)';
+COMMENT ON COLUMN otp_link.webhook_formats.messages IS 'On each batch: the messages';
+COMMENT ON COLUMN otp_link.webhook_formats.sender IS 'On each message: the sender''s chat id or phone number (its first item, a string)';
+COMMENT ON COLUMN otp_link.webhook_formats.text IS 'On each message: the text (its first item, a string)';
+COMMENT ON COLUMN otp_link.webhook_formats.message_id IS 'On each message: the gateway''s message id, for idempotency (NULL: none)';
+COMMENT ON COLUMN otp_link.webhook_formats.receiver IS 'On each batch: the number that received the messages; when it is an instance''s phone, only that instance''s codes count (NULL: none)';
+COMMENT ON COLUMN otp_link.webhook_formats.text_filter IS 'On each message: a predicate, true for the text messages to consume (NULL: every message)';
+COMMENT ON COLUMN otp_link.webhook_formats.address_prefix IS 'Removed from the front of sender and receiver when present, e.g. whatsapp: (NULL: none)';
+COMMENT ON COLUMN otp_link.webhook_formats.builtin IS 'Made by the extension; cannot be changed or deleted, not dumped';
+
+/*
+ * A format must be usable for every payload: a path with a variable would
+ * raise on each call (no variables are passed), text_filter must be a
+ * predicate, and the other paths must not be.  Raises 22023.
+ */
+CREATE FUNCTION otp_link.otp_link_webhook_format_check()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	col text;
+	p jsonpath;
+BEGIN
+	FOR col, p IN
+		SELECT c, v FROM (VALUES ('batches', NEW.batches), ('messages', NEW.messages),
+								 ('sender', NEW.sender), ('text', NEW.text),
+								 ('message_id', NEW.message_id), ('receiver', NEW.receiver),
+								 ('text_filter', NEW.text_filter)) AS t(c, v)
+		 WHERE v IS NOT NULL
+	LOOP
+		-- tokens of the canonical text: a string literal, or $" (a variable)
+		IF EXISTS (SELECT 1 FROM regexp_matches(p::text, '(\$"|"(?:[^"\\]|\\.)*")', 'g') AS m
+					WHERE m[1] = '$"') THEN
+			RAISE EXCEPTION 'webhook format "%": % uses a jsonpath variable', NEW.name, col
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = pg_catalog.format('%s is %s; otp_link passes no variables.', col, p),
+					  HINT = 'Write the value into the path, e.g. $.type == "text".';
+		END IF;
+		IF col <> 'text_filter'
+		   AND jsonb_typeof(jsonb_path_query_first('{}', p, '{}', true)) = 'boolean' THEN
+			RAISE EXCEPTION 'webhook format "%": % is a predicate, not a path', NEW.name, col
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = pg_catalog.format('%s is %s.', col, p),
+					  HINT = 'Only text_filter is a predicate; the other columns select values, e.g. $.from.';
+		END IF;
+	END LOOP;
+	IF NEW.text_filter IS NOT NULL THEN
+		BEGIN
+			PERFORM jsonb_path_match('{}', NEW.text_filter);
+		EXCEPTION WHEN data_exception THEN
+			RAISE EXCEPTION 'webhook format "%": text_filter is not a predicate', NEW.name
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = pg_catalog.format('text_filter is %s.', NEW.text_filter),
+					  HINT = 'Write a condition on the message, e.g. $.type == "text", or exists($.Body).';
+		END;
+	END IF;
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_webhook_format_check() IS
+'Trigger function: refuses (22023) a webhook format with a jsonpath variable, a text_filter that is no predicate, or another column that is one';
+
+CREATE TRIGGER webhook_formats_check
+	BEFORE INSERT OR UPDATE ON otp_link.webhook_formats
+	FOR EACH ROW EXECUTE FUNCTION otp_link.otp_link_webhook_format_check();
+
+/*
+ * The built-in formats.  Sources (field names) are cited in
+ * docs/gateways.md.
+ */
+INSERT INTO otp_link.webhook_formats
+	(name, batches, messages, sender, text, message_id, receiver, text_filter, address_prefix,
+	 builtin, description)
+VALUES
+	('whatsapp_cloud', '$.entry[*].changes[*].value', '$.messages[*]', '$.from', '$.text.body',
+	 '$.id', '$.metadata.display_phone_number', '$.type == "text"', NULL, true,
+	 'WhatsApp Cloud API (Meta): the messages webhook'),
+	('twilio', '$', '$', '$.From', '$.Body', '$.MessageSid', '$.To', 'exists($.Body)', 'whatsapp:', true,
+	 'Twilio Programmable Messaging: the incoming message webhook''s form parameters as a JSON object'),
+	('waha', '$ ? (@.event == "message")', '$.payload', '$.from', '$.body', '$.id', '$.me.id',
+	 '!($.fromMe == true) && !($.hasMedia == true)', NULL, true,
+	 'WAHA (and other whatsapp-web.js servers of its shape): the message event'),
+	('green_api', '$ ? (@.typeWebhook == "incomingMessageReceived")', '$', '$.senderData.chatId',
+	 '$.messageData.keyvalue() ? (@.key == "textMessageData" || @.key == "extendedTextMessageData").value.keyvalue() ? (@.key == "textMessage" || @.key == "text").value',
+	 '$.idMessage', '$.instanceData.wid',
+	 '$.messageData.typeMessage == "textMessage" || $.messageData.typeMessage == "extendedTextMessage"',
+	 NULL, true,
+	 'GREEN-API: incomingMessageReceived, text and extended text messages');
+
+/*
+ * Built-in rows are the extension's: no role changes or deletes them, and
+ * no INSERT makes one.  Raises 42501.
+ */
+CREATE FUNCTION otp_link.otp_link_webhook_format_protect()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	touched text;
+BEGIN
+	IF TG_OP IN ('UPDATE', 'DELETE') THEN
+		IF OLD.builtin THEN
+			touched := OLD.name;
+		END IF;
+	END IF;
+	IF TG_OP IN ('INSERT', 'UPDATE') THEN
+		IF NEW.builtin THEN
+			touched := NEW.name;
+		END IF;
+	END IF;
+	IF touched IS NOT NULL THEN
+		RAISE EXCEPTION 'webhook format "%" is built in', touched
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'Built-in formats belong to the extension: CREATE EXTENSION and ALTER EXTENSION UPDATE make them, and pg_dump leaves them out.',
+				  HINT = 'Add your own format under another name, with builtin false.';
+	END IF;
+	IF TG_OP = 'DELETE' THEN
+		RETURN OLD;
+	END IF;
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_webhook_format_protect() IS
+'Trigger function: refuses (42501) to insert, change or delete a built-in webhook format';
+
+CREATE TRIGGER webhook_formats_protect
+	BEFORE INSERT OR UPDATE OR DELETE ON otp_link.webhook_formats
+	FOR EACH ROW EXECUTE FUNCTION otp_link.otp_link_webhook_format_protect();
+
+/* formats added by an administrator survive pg_dump; built-in ones are made again */
+SELECT pg_catalog.pg_extension_config_dump('otp_link.webhook_formats', 'WHERE NOT builtin');
+
+REVOKE ALL ON otp_link.webhook_formats FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON otp_link.webhook_formats TO otp_link_admin;
+REVOKE ALL ON FUNCTION otp_link.otp_link_webhook_format_check(),
+	otp_link.otp_link_webhook_format_protect() FROM PUBLIC;
+
+CREATE FUNCTION otp_link.otp_link_consume_webhook(payload jsonb, format text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_consume_webhook_format'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_consume_webhook(jsonb, text) IS
+'Consumes every text message that a format of otp_link.webhook_formats finds in a gateway''s webhook payload; malformed messages are skipped and listed';
+
+CREATE FUNCTION otp_link.otp_link_verify_hmac(payload text, signature text, secret text,
+											  algorithm text DEFAULT 'sha256',
+											  encoding text DEFAULT 'hex',
+											  prefix text DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'otp_link_verify_hmac'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION otp_link.otp_link_verify_hmac(text, text, text, text, text, text) IS
+'True when signature is prefix followed by the HMAC (sha1, sha256 or sha512; hex or base64) of payload keyed with secret; constant-time';
+
+CREATE FUNCTION otp_link.otp_link_verify_twilio_signature(url text, params jsonb, signature text,
+														  auth_token text,
+														  algorithm text DEFAULT 'sha1')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'otp_link_verify_twilio_signature'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION otp_link.otp_link_verify_twilio_signature(text, jsonb, text, text, text) IS
+'True when signature (X-Twilio-Signature) is the base64 HMAC-SHA1 of url followed by the POST parameters sorted by name, keyed with auth_token; constant-time';
+
+REVOKE ALL ON FUNCTION otp_link.otp_link_consume_webhook(jsonb, text),
+	otp_link.otp_link_verify_hmac(text, text, text, text, text, text),
+	otp_link.otp_link_verify_twilio_signature(text, jsonb, text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_consume_webhook(jsonb, text),
+	otp_link.otp_link_verify_hmac(text, text, text, text, text, text),
+	otp_link.otp_link_verify_twilio_signature(text, jsonb, text, text, text)
+	TO otp_link_inbox, otp_link_admin;

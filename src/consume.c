@@ -1,10 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * consume.c
- *	  Incoming messages: otp_link_consume_message, the trigger function
- *	  otp_link_consume_trigger and the WhatsApp Cloud API webhook walker
- *	  otp_link_consume_webhook decide whether a message verifies, fails or
- *	  is ignored, and queue the reply and the callback.
+ *	  Incoming messages: otp_link_consume_message and the trigger function
+ *	  otp_link_consume_trigger (and, through otp_consume, the webhook
+ *	  functions of webhook.c) decide whether a message verifies, fails or is
+ *	  ignored, and queue the reply and the callback.
  *
  * The reply to the user and the callback to the application are rows of
  * otp_link.deliveries written in the same transaction as the status
@@ -29,22 +29,13 @@
 
 #include "otp_link.h"
 #include "api.h"
+#include "consume.h"
 
 PG_FUNCTION_INFO_V1(otp_link_consume_message);
 PG_FUNCTION_INFO_V1(otp_link_consume_trigger);
-PG_FUNCTION_INFO_V1(otp_link_consume_webhook);
 
 #define MAX_MESSAGE_ID_LEN	256
 #define MAX_REPLIES_AFTER_FINISH 3	/* messages to a finished link that get a reply */
-
-/* what a consumed message came to */
-typedef struct ConsumeResult
-{
-	const char *outcome;
-	char	   *link_id;		/* text uuid or NULL */
-	char	   *blocked_until;	/* ISO timestamp or NULL */
-	char	   *original;		/* for duplicates: the first outcome */
-} ConsumeResult;
 
 /*
  * reply_status: 'queued' when the instance has a reply endpoint the worker
@@ -613,7 +604,7 @@ consume_act(const LinkRow *row, const char *outcome, const char *sender,
 }
 
 /*
- * consume: the whole decision for one message.  chat_id is the raw sender
+ * otp_consume: the whole decision for one message.  chat_id is the raw sender
  * id, body the message text (may be NULL), message_id may be NULL,
  * instance may be (Datum) 0 when has_instance is false.  Connects to SPI
  * itself; results are palloc'd in the caller's context.  ERRORs on bad
@@ -625,9 +616,10 @@ consume_act(const LinkRow *row, const char *outcome, const char *sender,
  * budget; the link, locked; the outcome; the message id claimed; then the
  * outcome's writes (consume_act).
  */
-static ConsumeResult
-consume(const char *chat_id, const char *body, size_t body_len,
-		const char *message_id, bool has_instance, Datum instance, bool lenient)
+ConsumeResult
+otp_consume(const char *chat_id, const char *body, size_t body_len,
+			const char *message_id, bool has_instance, Datum instance,
+			bool lenient)
 {
 	ConsumeResult res = {0};
 	char		code[OTP_CODE_LEN + 1];
@@ -674,10 +666,12 @@ consume(const char *chat_id, const char *body, size_t body_len,
 }
 
 /*
- * result_json: the jsonb answer of consume_message for res.
+ * otp_consume_result_json: the jsonb answer of consume_message (and of
+ * each message of a webhook) for res.  Allocates in CurrentMemoryContext.
  */
-static Jsonb *
-result_json(ConsumeResult *res, const char *chat_id, const char *message_id)
+Jsonb *
+otp_consume_result_json(ConsumeResult *res, const char *chat_id,
+						const char *message_id)
 {
 	OtpJsonb	jb;
 	char		digits[16];
@@ -722,11 +716,11 @@ otp_link_consume_message(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(2))
 		message_id = text_to_cstring(PG_GETARG_TEXT_PP(2));
 
-	res = consume(chat_id, body ? VARDATA_ANY(body) : NULL,
+	res = otp_consume(chat_id, body ? VARDATA_ANY(body) : NULL,
 				  body ? VARSIZE_ANY_EXHDR(body) : 0, message_id,
 				  !PG_ARGISNULL(3), PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3),
 				  false);
-	PG_RETURN_JSONB_P(result_json(&res, chat_id, message_id));
+	PG_RETURN_JSONB_P(otp_consume_result_json(&res, chat_id, message_id));
 }
 
 /*
@@ -801,239 +795,8 @@ otp_link_consume_trigger(PG_FUNCTION_ARGS)
 
 	/* a row without a sender or text is not ours */
 	if (chat_id != NULL && body != NULL)
-		(void) consume(chat_id, body, strlen(body), message_id, has_instance, instance,
+		(void) otp_consume(chat_id, body, strlen(body), message_id, has_instance, instance,
 					   true);
 
 	return PointerGetDatum(tuple);
-}
-
-/*
- * jsonb_field: the value of key in container, or NULL.
- */
-static JsonbValue *
-jsonb_field(JsonbContainer *c, const char *key)
-{
-	return getKeyJsonValueFromContainer(c, key, strlen(key), NULL);
-}
-
-/*
- * jsonb_array_container: the container of v if it is an array, else ERROR
- * 22023 naming path.  NULL when v is NULL and optional.
- */
-static JsonbContainer *
-jsonb_array_container(JsonbValue *v, const char *path, bool optional)
-{
-	if (v == NULL && optional)
-		return NULL;
-	if (v == NULL || v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("malformed WhatsApp webhook payload: %s is not an array", path),
-				 errhint("Pass the body WhatsApp Cloud API posts: {\"object\": \"whatsapp_business_account\", \"entry\": [{\"changes\": [{\"value\": {\"messages\": [...]}}]}]}.")));
-	return v->val.binary.data;
-}
-
-/*
- * jsonb_object_container: like jsonb_array_container for objects.
- */
-static JsonbContainer *
-jsonb_object_container(JsonbValue *v, const char *path, bool optional)
-{
-	if (v == NULL && optional)
-		return NULL;
-	if (v == NULL || v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("malformed WhatsApp webhook payload: %s is not an object", path),
-				 errhint("Pass the body WhatsApp Cloud API posts: {\"object\": \"whatsapp_business_account\", \"entry\": [{\"changes\": [{\"value\": {\"messages\": [...]}}]}]}.")));
-	return v->val.binary.data;
-}
-
-/*
- * jsonb_string: the string in v (palloc'd), NULL when absent; ERROR when
- * present but not a string.
- */
-static char *
-jsonb_string(JsonbValue *v, const char *path)
-{
-	if (v == NULL || v->type == jbvNull)
-		return NULL;
-	if (v->type != jbvString)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("malformed WhatsApp webhook payload: %s is not a string", path)));
-	return pnstrdup(v->val.string.val, v->val.string.len);
-}
-
-/*
- * webhook_instance: the instance whose phone is the business number of a
- * webhook change, if any; sets *instance and returns true when found.
- * Connects to SPI and finishes.  Allocates in CurrentMemoryContext; ERRORs
- * on database errors.
- */
-static bool
-webhook_instance(const char *business, Datum *instance)
-{
-	static SPIPlanPtr inst_plan = NULL;
-	char		digits[16];
-	Datum		arg;
-	bool		found = false;
-
-	if (!otp_normalize_phone(business, digits, sizeof(digits)))
-		return false;
-	arg = CStringGetTextDatum(digits);
-	otp_spi_connect();
-	otp_prepare(&inst_plan,
-				"SELECT id FROM otp_link.instances WHERE phone = $1",
-				1, (Oid[]) {TEXTOID});
-	if (otp_spi_execute(inst_plan, &arg, NULL, 1) != SPI_OK_SELECT)
-		elog(ERROR, "instance lookup failed");
-	if (SPI_processed == 1)
-	{
-		*instance = DirectFunctionCall1(uuid_in,
-										CStringGetDatum(SPI_getvalue(SPI_tuptable->vals[0],
-																	 SPI_tuptable->tupdesc, 1)));
-		found = true;
-	}
-	SPI_finish();
-	return found;
-}
-
-/*
- * webhook_messages: the text messages of one change's value.messages; in
- * pass 0 only their shape is checked, in pass 1 each is consumed and its
- * result appended to out (*count counts them).  Allocates in
- * CurrentMemoryContext.  ERRORs (22023) on a malformed message, and as
- * consume does.
- */
-static void
-webhook_messages(JsonbContainer *msgs, int pass, bool has_instance,
-				 Datum instance, StringInfo out, int *count)
-{
-	int			nm;
-
-	for (nm = 0; nm < (int) JsonContainerSize(msgs); nm++)
-	{
-		JsonbContainer *mc = jsonb_object_container(getIthJsonbValueFromContainer(msgs, nm),
-													"messages[]", false);
-		char	   *type = jsonb_string(jsonb_field(mc, "type"), "messages[].type");
-		char	   *from = jsonb_string(jsonb_field(mc, "from"), "messages[].from");
-		char	   *id = jsonb_string(jsonb_field(mc, "id"), "messages[].id");
-		JsonbContainer *text;
-		char	   *body = NULL;
-		ConsumeResult res;
-
-		if (type == NULL || strcmp(type, "text") != 0)
-			continue;
-		text = jsonb_object_container(jsonb_field(mc, "text"), "messages[].text", false);
-		body = jsonb_string(jsonb_field(text, "body"), "messages[].text.body");
-		if (from == NULL || body == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("malformed WhatsApp webhook payload: a text message lacks \"from\" or \"text.body\""),
-					 errhint("Every text message has from, id, type and text.body.")));
-		if (pass == 0)
-			continue;
-		res = consume(from, body, strlen(body), id, has_instance, instance, true);
-		if ((*count)++ > 0)
-			appendStringInfoString(out, ", ");
-		appendStringInfoString(out,
-							   DatumGetCString(DirectFunctionCall1(jsonb_out,
-																   JsonbPGetDatum(result_json(&res, from, id)))));
-	}
-}
-
-/*
- * webhook_change: one element of entry[].changes: its business number
- * (value.metadata.display_phone_number) chooses the instance in pass 1,
- * then its messages go to webhook_messages.  A change without messages
- * (status updates and the like) is skipped.  Allocates in
- * CurrentMemoryContext; ERRORs (22023) on a malformed change.
- */
-static void
-webhook_change(JsonbValue *change, int pass, StringInfo out, int *count)
-{
-	JsonbContainer *cc = jsonb_object_container(change, "entry[].changes[]", false);
-	JsonbContainer *value = jsonb_object_container(jsonb_field(cc, "value"),
-												   "entry[].changes[].value", true);
-	JsonbContainer *meta;
-	JsonbContainer *msgs;
-	char	   *business = NULL;
-	bool		has_instance = false;
-	Datum		instance = (Datum) 0;
-
-	if (value == NULL)
-		return;
-	meta = jsonb_object_container(jsonb_field(value, "metadata"),
-								  "entry[].changes[].value.metadata", true);
-	if (meta)
-		business = jsonb_string(jsonb_field(meta, "display_phone_number"),
-								"value.metadata.display_phone_number");
-	msgs = jsonb_array_container(jsonb_field(value, "messages"),
-								 "entry[].changes[].value.messages", true);
-	if (msgs == NULL)
-		return;					/* status updates and the like */
-
-	if (pass == 1 && business)
-		has_instance = webhook_instance(business, &instance);
-	webhook_messages(msgs, pass, has_instance, instance, out, count);
-}
-
-/* ----------------------------------------------------------------
- * otp_link_consume_webhook(payload jsonb) RETURNS jsonb
- *
- * Walks entry[].changes[].value.messages[]; text messages are consumed
- * (from, text.body, id), the instance found by the business number in
- * value.metadata.display_phone_number when it is registered.  Status
- * updates and non-text messages are ignored.  Returns {"messages": n,
- * "results": [...]}.  The whole payload is checked before any message is
- * consumed, so a malformed one writes nothing.
- * ----------------------------------------------------------------
- */
-Datum
-otp_link_consume_webhook(PG_FUNCTION_ARGS)
-{
-	Jsonb	   *payload;
-	JsonbContainer *entries;
-	StringInfoData out;
-	int			pass;
-	int			count = 0;
-	int			ne;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("payload must not be null"),
-				 errhint("Pass the JSON body WhatsApp Cloud API posted.")));
-	payload = PG_GETARG_JSONB_P(0);
-	if (!JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("malformed WhatsApp webhook payload: not a JSON object"),
-				 errhint("Pass the body WhatsApp Cloud API posts: {\"object\": \"whatsapp_business_account\", \"entry\": [...]}.")));
-	entries = jsonb_array_container(jsonb_field(&payload->root, "entry"), "entry", false);
-
-	initStringInfo(&out);
-	appendStringInfoString(&out, "{\"results\": [");
-
-	/* pass 0 checks the shape, pass 1 consumes */
-	for (pass = 0; pass < 2; pass++)
-	{
-		int			nentries = JsonContainerSize(entries);
-
-		for (ne = 0; ne < nentries; ne++)
-		{
-			JsonbValue *entry = getIthJsonbValueFromContainer(entries, ne);
-			JsonbContainer *ec = jsonb_object_container(entry, "entry[]", false);
-			JsonbContainer *changes = jsonb_array_container(jsonb_field(ec, "changes"),
-															"entry[].changes", true);
-			int			nc;
-
-			for (nc = 0; changes && nc < (int) JsonContainerSize(changes); nc++)
-				webhook_change(getIthJsonbValueFromContainer(changes, nc), pass,
-							   &out, &count);
-		}
-	}
-	appendStringInfo(&out, "], \"messages\": %d}", count);
-	PG_RETURN_JSONB_P(DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data))));
 }

@@ -40,6 +40,8 @@ isnt($ret, 0, 'the extension is not relocatable');
 my $inst = $node->safe_psql('postgres',
 	"SELECT otp_link.otp_link_instance_create('201553730661', 'Dump')->>'uuid'");
 $node->safe_psql('postgres', "SELECT otp_link.otp_link_generate('$inst')");
+$node->safe_psql('postgres', q{INSERT INTO otp_link.webhook_formats (name, messages, sender, text)
+	VALUES ('dumped_gw', '$.m', '$.from', '$.text')});
 my $dump = $node->basedir . '/dump.sql';
 $node->command_ok([ 'pg_dump', '-f', $dump, '-d', $node->connstr('postgres') ], 'pg_dump');
 $node->safe_psql('postgres', 'CREATE DATABASE restored');
@@ -51,6 +53,10 @@ is($node->safe_psql('restored',
 is($node->safe_psql('restored',
 	"SELECT otp_link.otp_link_generate('$inst')->>'status'"),
 	'pending', 'the restored copy generates links');
+is($node->safe_psql('restored',
+	"SELECT string_agg(name || ':' || builtin, ',' ORDER BY name) FROM otp_link.webhook_formats"),
+	'dumped_gw:false,green_api:true,twilio:true,waha:true,whatsapp_cloud:true',
+	'an added webhook format is restored, the built-in ones are made by CREATE EXTENSION');
 
 # drop cleanly: no table, function, type or schema left behind
 $node->safe_psql('postgres', 'DROP EXTENSION otp_link');

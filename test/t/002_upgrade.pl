@@ -93,6 +93,13 @@ for my $u (sort @updates)
 	my $before = $node->safe_psql("up$n", $counts_sql);
 	like($before, qr/^1 2 2 1 [1-9]/, "$from: a row in every table ($before)");
 
+	# a webhook format added by an administrator, where the table exists
+	my $fmt_sql = q{INSERT INTO otp_link.webhook_formats (name, messages, sender, text, message_id)
+		VALUES ('custom_gw', '$.msg', '$.from', '$.text', '$.id')};
+	my $has_formats = $node->safe_psql("up$n",
+		"SELECT to_regclass('otp_link.webhook_formats') IS NOT NULL") eq 't';
+	$node->safe_psql("up$n", $fmt_sql) if $has_formats;
+
 	$node->safe_psql("up$n", "ALTER EXTENSION otp_link UPDATE TO '$to'");
 	$node->safe_psql("fresh$n", "CREATE EXTENSION otp_link VERSION '$to'");
 	is(schema_of("up$n"), schema_of("fresh$n"), "$from -> $to equals a fresh $to");
@@ -112,6 +119,20 @@ for my $u (sort @updates)
 	is($node->safe_psql("up$n",
 		"SELECT count(*) FROM otp_link.deliveries WHERE status = 'queued' AND link_id = '$link'"),
 		'1', "the new verification queued its callback");
+
+	# the webhook formats: the built-in ones as in a fresh install, and one
+	# added by an administrator verifies a link
+	my $formats_sql = q{SELECT string_agg(format('%s %s %s %s %s %s %s %s %s %s', name, batches, messages,
+		sender, text, message_id, receiver, text_filter, address_prefix, builtin), E'\n' ORDER BY name)
+		FROM otp_link.webhook_formats WHERE builtin};
+	is($node->safe_psql("up$n", $formats_sql), $node->safe_psql("fresh$n", $formats_sql),
+		"the built-in webhook formats after the update to $to equal a fresh $to");
+	$node->safe_psql("up$n", $fmt_sql) unless $has_formats;
+	my $gen3 = $node->safe_psql("up$n",
+		"SELECT otp_link.otp_link_generate('$inst')->>'code'");
+	is($node->safe_psql("up$n", qq{SELECT otp_link.otp_link_consume_webhook(
+		'{"msg": {"from": "447700900004", "text": "[$gen3]", "id": "gw.1"}}', 'custom_gw')->'results'->0->>'outcome'}),
+		'verified', "a webhook format in the table after the update to $to verifies a link");
 }
 note("upgrade paths checked: $n");
 
