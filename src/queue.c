@@ -464,7 +464,9 @@ otp_queue_record(OtpWorkerLoop *loop)
  * Columns returned by the claim query:
  *	1 id, 2 attempts, 3 webhook_id, 4 url, 5 body, 6 mode
  *	('signed' | 'cloud' | 'none'), 7 secret, 8 token, 9 the previous
- *	secret while its grace period runs (a 1.0 schema has none: NULL)
+ *	secret while its grace period runs (a 1.0 schema has none: NULL),
+ *	10 for replies: {"endpoint", "to", "from", "body"} as JSON text, from
+ *	which outbound.c builds the gateway types (twilio, waha, green_api)
  */
 #define CLAIM_SQL(previous_secret) \
 "WITH c AS (" \
@@ -496,7 +498,9 @@ otp_queue_record(OtpWorkerLoop *loop)
 "        WHEN et.t = 'http' THEN 'signed'" \
 "        ELSE 'none' END," \
 "   i.secret," \
-"   CASE WHEN d.kind = 'reply' THEN e.ep ->> 'token' END, " previous_secret
+"   CASE WHEN d.kind = 'reply' THEN e.ep ->> 'token' END, " previous_secret ", " \
+"   CASE WHEN d.kind = 'reply' THEN pg_catalog.jsonb_build_object('endpoint', e.ep," \
+"        'to', d.destination, 'from', i.phone, 'body', d.payload -> 'body')::text END"
 
 static const char *claim_sql_10 = CLAIM_SQL("NULL::text");
 static const char *claim_sql =
