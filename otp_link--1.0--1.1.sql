@@ -211,6 +211,17 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION otp_link.otp_link_worker() IS
 'Whether a delivery worker serves this database: running, pid, last_round, database, preloaded';
 
+/*
+ * Click-through (issue #14, item 4): the click columns of links, here
+ * because otp_link_stats below counts them; the rest is at the end.
+ */
+ALTER TABLE otp_link.links
+	ADD COLUMN clicks integer,
+	ADD COLUMN first_clicked_at timestamptz,
+	ADD COLUMN open_link text;
+COMMENT ON COLUMN otp_link.links.clicks IS 'Clicks counted by otp_link_open; NULL when the link was made without a click link';
+COMMENT ON COLUMN otp_link.links.open_link IS 'The wa.me link (with the code) that otp_link_open answers while the link is pending; cleared when it ends';
+
 CREATE OR REPLACE FUNCTION otp_link.otp_link_stats(since interval DEFAULT '24 hours')
 RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER
@@ -224,6 +235,8 @@ WITH l AS (
 							 OR (status = 'pending' AND expires_at <= now())) AS expired,
 		   count(*) FILTER (WHERE status = 'pending' AND expires_at > now()) AS pending,
 		   count(*) FILTER (WHERE redeemed_at IS NOT NULL) AS redeemed,
+		   count(clicks) AS click_links,
+		   count(*) FILTER (WHERE clicks > 0) AS clicked,
 		   coalesce(sum(messages_received), 0) AS messages,
 		   avg(extract(epoch FROM finished_at - created_at))
 			   FILTER (WHERE status = 'verified') AS mean_s,
@@ -255,6 +268,8 @@ SELECT jsonb_build_object(
 	'links_failed', l.failed,
 	'links_expired', l.expired,
 	'links_redeemed', l.redeemed,
+	'links_clicked', l.clicked,
+	'click_through_rate', CASE WHEN l.click_links > 0 THEN round(l.clicked::numeric / l.click_links, 4) ELSE 0 END,
 	'messages_received', l.messages,
 	'messages_per_link', CASE WHEN l.generated > 0 THEN round(l.messages::numeric / l.generated, 3) ELSE 0 END,
 	'verification_rate', CASE WHEN l.generated > 0 THEN round(l.verified::numeric / l.generated, 4) ELSE 0 END,
@@ -302,6 +317,71 @@ COMMENT ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean
 'Replaces an instance''s name and/or options, optionally with a new signing secret (with grace, callbacks are also signed with the previous one until it ends); links already made keep their texts';
 REVOKE ALL ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_instance_update(uuid, text, jsonb, boolean, interval) TO otp_link_admin;
+
+/* ------------------------------------------------------------------------
+ * Click-through (issue #14, item 4): generate takes click_url; the click
+ * columns of links are added above, before otp_link_stats.
+ * ------------------------------------------------------------------------
+ */
+DROP FUNCTION otp_link.otp_link_generate(uuid, integer, text, jsonb, jsonb, text, text, text, text, jsonb);
+CREATE FUNCTION otp_link.otp_link_generate(instance uuid,
+										   expires integer DEFAULT 1800,
+										   name text DEFAULT NULL,
+										   message jsonb DEFAULT NULL,
+										   callback jsonb DEFAULT NULL,
+										   phone text DEFAULT NULL,
+										   binding text DEFAULT NULL,
+										   link_url text DEFAULT NULL,
+										   rate_key text DEFAULT NULL,
+										   metadata jsonb DEFAULT NULL,
+										   click_url text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'otp_link_generate'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_generate(uuid, integer, text, jsonb, jsonb, text, text, text, text, jsonb, text) IS
+'Creates an OTP link; returns uuid, code, chat_id, status, otp_type, expires_at, created_at, whatsapp_link and (with a click URL) click_link';
+REVOKE ALL ON FUNCTION otp_link.otp_link_generate(uuid, integer, text, jsonb, jsonb, text, text, text, text, jsonb, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_generate(uuid, integer, text, jsonb, jsonb, text, text, text, text, jsonb, text)
+	TO otp_link_app, otp_link_admin;
+
+/* ------------------------------------------------------------------------
+ * Click-through (issue #14, item 4): otp_link_open counts a click on a
+ * link made with a click URL and answers its wa.me link (a 302 over
+ * PostgREST).  Knowing a link's uuid is what entitles the caller, so it may
+ * be granted to an anonymous web role (docs/security.md).
+ * ------------------------------------------------------------------------
+ */
+CREATE FUNCTION otp_link.otp_link_open(uuid uuid)
+RETURNS text
+AS 'MODULE_PATHNAME', 'otp_link_open'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_open(uuid) IS
+'Counts a click on a pending link made with a click URL and returns its whatsapp_link (PostgREST: 302 with Location); PT404 unknown, PT410 no longer pending';
+REVOKE ALL ON FUNCTION otp_link.otp_link_open(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_open(uuid) TO otp_link_app, otp_link_admin;
+
+/* the wa.me link holds the code: keep it only while the link is pending */
+CREATE FUNCTION otp_link.otp_link_links_forget_open_link()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	NEW.open_link := NULL;
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_links_forget_open_link() IS
+'Trigger function: clears links.open_link when a link leaves pending';
+REVOKE ALL ON FUNCTION otp_link.otp_link_links_forget_open_link() FROM PUBLIC;
+
+CREATE TRIGGER links_forget_open_link
+	BEFORE UPDATE OF status ON otp_link.links
+	FOR EACH ROW
+	WHEN (NEW.status <> 'pending' AND NEW.open_link IS NOT NULL)
+	EXECUTE FUNCTION otp_link.otp_link_links_forget_open_link();
 
 /*
  * Delivery isolation: each delivery's destination (the host and port of a

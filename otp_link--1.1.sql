@@ -118,9 +118,14 @@ CREATE TABLE otp_link.links (
 	finished_at		timestamptz,
 	token_hash		bytea,
 	token_expires_at timestamptz,
-	redeemed_at		timestamptz
+	redeemed_at		timestamptz,
+	clicks			integer,
+	first_clicked_at timestamptz,
+	open_link		text
 );
 COMMENT ON TABLE otp_link.links IS 'OTP links; codes, tokens and bindings are kept only as SHA-256 digests';
+COMMENT ON COLUMN otp_link.links.clicks IS 'Clicks counted by otp_link_open; NULL when the link was made without a click link';
+COMMENT ON COLUMN otp_link.links.open_link IS 'The wa.me link (with the code) that otp_link_open answers while the link is pending; cleared when it ends';
 
 /* generate: uniqueness of codes and the lookup of consume_message */
 CREATE UNIQUE INDEX links_code_hash_key ON otp_link.links (code_hash);
@@ -404,13 +409,14 @@ CREATE FUNCTION otp_link.otp_link_generate(instance uuid,
 										   binding text DEFAULT NULL,
 										   link_url text DEFAULT NULL,
 										   rate_key text DEFAULT NULL,
-										   metadata jsonb DEFAULT NULL)
+										   metadata jsonb DEFAULT NULL,
+										   click_url text DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'otp_link_generate'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION otp_link.otp_link_generate(uuid, integer, text, jsonb, jsonb, text, text, text, text, jsonb) IS
-'Creates an OTP link; returns uuid, code, chat_id, status, otp_type, expires_at, created_at and whatsapp_link';
+COMMENT ON FUNCTION otp_link.otp_link_generate(uuid, integer, text, jsonb, jsonb, text, text, text, text, jsonb, text) IS
+'Creates an OTP link; returns uuid, code, chat_id, status, otp_type, expires_at, created_at, whatsapp_link and (with a click URL) click_link';
 
 CREATE FUNCTION otp_link.otp_link_status(uuid uuid)
 RETURNS jsonb
@@ -502,6 +508,8 @@ WITH l AS (
 							 OR (status = 'pending' AND expires_at <= now())) AS expired,
 		   count(*) FILTER (WHERE status = 'pending' AND expires_at > now()) AS pending,
 		   count(*) FILTER (WHERE redeemed_at IS NOT NULL) AS redeemed,
+		   count(clicks) AS click_links,
+		   count(*) FILTER (WHERE clicks > 0) AS clicked,
 		   coalesce(sum(messages_received), 0) AS messages,
 		   avg(extract(epoch FROM finished_at - created_at))
 			   FILTER (WHERE status = 'verified') AS mean_s,
@@ -533,6 +541,8 @@ SELECT jsonb_build_object(
 	'links_failed', l.failed,
 	'links_expired', l.expired,
 	'links_redeemed', l.redeemed,
+	'links_clicked', l.clicked,
+	'click_through_rate', CASE WHEN l.click_links > 0 THEN round(l.clicked::numeric / l.click_links, 4) ELSE 0 END,
 	'messages_received', l.messages,
 	'messages_per_link', CASE WHEN l.generated > 0 THEN round(l.messages::numeric / l.generated, 3) ELSE 0 END,
 	'verification_rate', CASE WHEN l.generated > 0 THEN round(l.verified::numeric / l.generated, 4) ELSE 0 END,
@@ -586,7 +596,7 @@ COMMENT ON FUNCTION otp_link.otp_link_destination_allowed(inet) IS
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA otp_link FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION otp_link.otp_link_whatsapp_url(text, text, text)
 	TO otp_link_app, otp_link_inbox, otp_link_admin;
-GRANT EXECUTE ON FUNCTION otp_link.otp_link_generate(uuid, integer, text, jsonb, jsonb, text, text, text, text, jsonb),
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_generate(uuid, integer, text, jsonb, jsonb, text, text, text, text, jsonb, text),
 	otp_link.otp_link_status(uuid),
 	otp_link.otp_link_cancel(uuid)
 	TO otp_link_app, otp_link_admin;
@@ -649,6 +659,44 @@ REVOKE ALL ON FUNCTION otp_link.otp_link_deliveries_wake() FROM PUBLIC;
 CREATE TRIGGER deliveries_wake
 	AFTER INSERT OR UPDATE OF status, next_attempt_at ON otp_link.deliveries
 	FOR EACH STATEMENT EXECUTE FUNCTION otp_link.otp_link_deliveries_wake();
+
+/* ------------------------------------------------------------------------
+ * Click-through (issue #14, item 4): otp_link_open counts a click on a
+ * link made with a click URL and answers its wa.me link (a 302 over
+ * PostgREST).  Knowing a link's uuid is what entitles the caller, so it may
+ * be granted to an anonymous web role (docs/security.md).
+ * ------------------------------------------------------------------------
+ */
+CREATE FUNCTION otp_link.otp_link_open(uuid uuid)
+RETURNS text
+AS 'MODULE_PATHNAME', 'otp_link_open'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_open(uuid) IS
+'Counts a click on a pending link made with a click URL and returns its whatsapp_link (PostgREST: 302 with Location); PT404 unknown, PT410 no longer pending';
+REVOKE ALL ON FUNCTION otp_link.otp_link_open(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_open(uuid) TO otp_link_app, otp_link_admin;
+
+/* the wa.me link holds the code: keep it only while the link is pending */
+CREATE FUNCTION otp_link.otp_link_links_forget_open_link()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	NEW.open_link := NULL;
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_links_forget_open_link() IS
+'Trigger function: clears links.open_link when a link leaves pending';
+REVOKE ALL ON FUNCTION otp_link.otp_link_links_forget_open_link() FROM PUBLIC;
+
+CREATE TRIGGER links_forget_open_link
+	BEFORE UPDATE OF status ON otp_link.links
+	FOR EACH ROW
+	WHEN (NEW.status <> 'pending' AND NEW.open_link IS NOT NULL)
+	EXECUTE FUNCTION otp_link.otp_link_links_forget_open_link();
 
 /*
  * Say so where the user is looking when no delivery worker will serve this

@@ -20,6 +20,7 @@
 /* SQLSTATEs of our own: PostgREST answers PTxyz with HTTP status xyz */
 #define OTP_ERRCODE_RATE_LIMITED	MAKE_SQLSTATE('P','T','4','2','9')
 #define OTP_ERRCODE_NOT_FOUND		MAKE_SQLSTATE('P','T','4','0','4')
+#define OTP_ERRCODE_GONE			MAKE_SQLSTATE('P','T','4','1','0')
 
 /* SQL fragments shared by consume.c, expire.c and redeem.c */
 #define ISO(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')"
@@ -51,6 +52,9 @@ extern int	otp_jsonb_get_int(Jsonb *j, const char *key, int dflt);
 extern int	otp_instance_limit(Jsonb *options, const char *key, int dflt);
 extern char *otp_normalize_phone_or_error(const char *input, const char *what);
 extern char *otp_link_url_render(const char *tmpl, const char *token);
+extern void otp_click_url_check(const char *tmpl, const char *what);
+extern char *otp_click_url_render(const char *tmpl, const char *uuid);
+extern bool otp_reply_type_is_sent(const char *type);
 
 /* instance.c */
 pg_noreturn extern void otp_error_no_instance(Datum id);

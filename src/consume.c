@@ -47,7 +47,7 @@ reply_status(Jsonb *options)
 	Jsonb	   *reply = otp_jsonb_get_object(options, "reply_endpoint", "options");
 	char	   *type = otp_jsonb_get_text(reply, "type");
 
-	if (type && (strcmp(type, "whatsapp_cloud") == 0 || strcmp(type, "http") == 0))
+	if (otp_reply_type_is_sent(type))
 		return "queued";
 	return "held";
 }

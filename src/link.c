@@ -2,8 +2,8 @@
  *
  * link.c
  *	  Links, the first half: otp_link_generate (validate, resolve texts,
- *	  rate limit, code and insert, response), otp_link_whatsapp_url,
- *	  otp_link_status and otp_link_cancel.
+ *	  rate limit, code and insert, response, the optional click link),
+ *	  otp_link_whatsapp_url, otp_link_status and otp_link_cancel.
  *
  * The plain code exists only in the generate response; tables hold SHA-256
  * digests.
@@ -16,9 +16,11 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "mb/pg_wchar.h"
 
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 
 #include "otp_link.h"
 #include "api.h"
@@ -111,6 +113,7 @@ typedef struct GenerateState
 	char	   *link_url;
 	char	   *rate_key;
 	Jsonb	   *metadata;
+	char	   *click_url;		/* template with {uuid}, or NULL */
 	char	   *inst_phone;
 	Jsonb	   *inst_options;
 	const char *prompt;
@@ -119,6 +122,7 @@ typedef struct GenerateState
 	char	   *id;				/* of the inserted link */
 	char	   *created;
 	char	   *expires_at;
+	char	   *wa_link;		/* the whatsapp_link of the inserted code */
 } GenerateState;
 
 static void generate_args_keys(FunctionCallInfo fcinfo, GenerateState *st);
@@ -169,7 +173,7 @@ generate_args(FunctionCallInfo fcinfo, GenerateState *st)
 
 /*
  * generate_args_keys: the rest of generate_args (binding, link_url,
- * rate_key, metadata).  Allocates in CurrentMemoryContext; ERRORs on a bad
+ * rate_key, metadata, click_url: an argument only the 1.1 declaration has).  Allocates in CurrentMemoryContext; ERRORs on a bad
  * argument.
  */
 static void
@@ -198,6 +202,11 @@ generate_args_keys(FunctionCallInfo fcinfo, GenerateState *st)
 					 errmsg("rate_key is longer than %d bytes", OTP_MAX_KEY_LEN),
 					 errhint("Use a short identifier of the asker, e.g. \"ip:203.0.113.5\" or \"user:42\".")));
 	}
+	if (PG_NARGS() > 10 && !PG_ARGISNULL(10))
+	{
+		st->click_url = text_to_cstring(PG_GETARG_TEXT_PP(10));
+		otp_click_url_check(st->click_url, "click_url");
+	}
 	if (!PG_ARGISNULL(9))
 	{
 		st->metadata = PG_GETARG_JSONB_P(9);
@@ -207,6 +216,36 @@ generate_args_keys(FunctionCallInfo fcinfo, GenerateState *st)
 					 errmsg("metadata is larger than %d bytes", MAX_METADATA_BYTES),
 					 errhint("Keep an identifier in metadata and the rest in your own tables.")));
 	}
+}
+
+/*
+ * links_have_clicks: whether otp_link.links has the click columns of 1.1
+ * (between installing this library and ALTER EXTENSION UPDATE a database
+ * still has the 1.0 table).  Syscache lookups; never ERRORs.
+ */
+static bool
+links_have_clicks(void)
+{
+	Oid			nsp = get_namespace_oid("otp_link", true);
+	Oid			rel = OidIsValid(nsp) ? get_relname_relid("links", nsp) : InvalidOid;
+
+	return OidIsValid(rel) && get_attnum(rel, "open_link") != InvalidAttrNumber;
+}
+
+/*
+ * generate_wa_link: the wa.me link of st's prompt and code (UTF-8),
+ * palloc'd.  Can ERROR only on encoding conversion of the prompt.
+ */
+static char *
+generate_wa_link(GenerateState *st, const char *code)
+{
+	StringInfoData buf;
+	char	   *prompt_utf8;
+
+	initStringInfo(&buf);
+	otp_render_template(&buf, st->prompt, NULL, st->name, code);
+	prompt_utf8 = pg_server_to_any(buf.data, strlen(buf.data), PG_UTF8);
+	return otp_whatsapp_url(st->inst_phone, prompt_utf8, code);
 }
 
 /*
@@ -228,6 +267,10 @@ generate_texts(GenerateState *st)
 	inst_callback = otp_jsonb_get_object(st->inst_options, "callback", "options");
 	if (st->link_url == NULL)
 		st->link_url = otp_jsonb_get_text(st->inst_options, "link_url");
+	if (st->click_url == NULL)
+		st->click_url = otp_jsonb_get_text(st->inst_options, "click_url");
+	if (st->click_url && !links_have_clicks())
+		st->click_url = NULL;	/* a 1.0 schema: no click link until the update */
 
 	st->prompt = otp_resolve_text(st->message, inst_messages, "prompt",
 								  st->name ? "Give me link to login at {name}" : "Give me link to login");
@@ -288,33 +331,43 @@ generate_row(GenerateState *st, Datum *values, char *nulls)
 	values[10] = Int32GetDatum(st->expires);
 }
 
+/* the INSERT of generate; a click link adds clicks = 0 and the wa.me link */
+#define GENERATE_INSERT(cols, vals) \
+	"INSERT INTO otp_link.links (id, instance_id, code_hash, name, messages, callbacks, " \
+	"phone, binding_hash, link_url, rate_key, metadata, created_at, expires_at" cols ") " \
+	"VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, " \
+	"statement_timestamp(), statement_timestamp() + make_interval(secs => $11)" vals ") " \
+	"ON CONFLICT (code_hash) DO NOTHING " \
+	"RETURNING id, created_at, expires_at"
+
 /*
  * generate_insert: insert the link with a fresh code in code, drawing
  * again while the code's digest is taken (collisions are rare); sets
- * st->id, created and expires_at, and calls SPI_finish.  Allocates in
- * CurrentMemoryContext.  ERRORs (53000) when no free code was found, or on
- * database errors.
+ * st->id, created, expires_at and wa_link, and calls SPI_finish.  With a
+ * click URL the row also gets clicks = 0 and its wa.me link (open_link),
+ * for otp_link_open.  Allocates in CurrentMemoryContext.  ERRORs (53000)
+ * when no free code was found, or on database errors.
  */
 static void
 generate_insert(GenerateState *st, char *code)
 {
 	static SPIPlanPtr ins_plan = NULL;
-	Oid			ins_types[11] = {UUIDOID, BYTEAOID, TEXTOID, JSONBOID, JSONBOID,
-		TEXTOID, BYTEAOID, TEXTOID, TEXTOID, JSONBOID, INT4OID};
-	Datum		values[11];
-	char		nulls[11];
+	static SPIPlanPtr click_plan = NULL;
+	Oid			ins_types[12] = {UUIDOID, BYTEAOID, TEXTOID, JSONBOID, JSONBOID,
+		TEXTOID, BYTEAOID, TEXTOID, TEXTOID, JSONBOID, INT4OID, TEXTOID};
+	Datum		values[12];
+	char		nulls[12];
 	int			attempt;
 	bool		isnull;
+	SPIPlanPtr	plan;
 
 	generate_row(st, values, nulls);
-	otp_prepare(&ins_plan,
-				"INSERT INTO otp_link.links (id, instance_id, code_hash, name, messages, callbacks, "
-				"phone, binding_hash, link_url, rate_key, metadata, created_at, expires_at) "
-				"VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
-				"statement_timestamp(), statement_timestamp() + make_interval(secs => $11)) "
-				"ON CONFLICT (code_hash) DO NOTHING "
-				"RETURNING id, created_at, expires_at",
-				11, ins_types);
+	nulls[11] = ' ';
+	if (st->click_url)
+		plan = otp_prepare(&click_plan, GENERATE_INSERT(", clicks, open_link", ", 0, $12"),
+						   12, ins_types);
+	else
+		plan = otp_prepare(&ins_plan, GENERATE_INSERT("", ""), 11, ins_types);
 
 	for (attempt = 0; attempt < CODE_ATTEMPTS; attempt++)
 	{
@@ -322,7 +375,9 @@ generate_insert(GenerateState *st, char *code)
 
 		otp_random_code(code);
 		values[1] = PointerGetDatum(otp_sha256_bytea(code, OTP_CODE_LEN));
-		ret = otp_spi_execute(ins_plan, values, nulls, 1);
+		st->wa_link = generate_wa_link(st, code);
+		values[11] = CStringGetTextDatum(st->wa_link);
+		ret = otp_spi_execute(plan, values, nulls, 1);
 		if (ret != SPI_OK_INSERT_RETURNING)
 			elog(ERROR, "link insert failed: %s", SPI_result_code_string(ret));
 		if (SPI_processed == 1)
@@ -347,19 +402,13 @@ generate_insert(GenerateState *st, char *code)
 
 /*
  * generate_response: the jsonb that otp_link_generate returns, with the
- * plain code and the wa.me link.  Allocates in CurrentMemoryContext; can
- * ERROR only on encoding conversion of the prompt.
+ * plain code, the wa.me link and (with a click URL) the click link.
+ * Allocates in CurrentMemoryContext; cannot ERROR except on out of memory.
  */
 static Jsonb *
 generate_response(GenerateState *st, const char *code)
 {
-	StringInfoData buf;
-	char	   *prompt_utf8;
 	OtpJsonb	jb;
-
-	initStringInfo(&buf);
-	otp_render_template(&buf, st->prompt, NULL, st->name, code);
-	prompt_utf8 = pg_server_to_any(buf.data, strlen(buf.data), PG_UTF8);
 
 	otp_jb_begin(&jb);
 	otp_jb_str(&jb, "uuid", st->id);
@@ -369,14 +418,17 @@ generate_response(GenerateState *st, const char *code)
 	otp_jb_str(&jb, "otp_type", "link");
 	otp_jb_str(&jb, "expires_at", st->expires_at);
 	otp_jb_str(&jb, "created_at", st->created);
-	otp_jb_str(&jb, "whatsapp_link", otp_whatsapp_url(st->inst_phone, prompt_utf8, code));
+	otp_jb_str(&jb, "whatsapp_link", st->wa_link);
+	if (st->click_url)
+		otp_jb_str(&jb, "click_link", otp_click_url_render(st->click_url, st->id));
 	return otp_jb_finish(&jb);	/* copies the strings, code included */
 }
 
 /* ----------------------------------------------------------------
  * otp_link_generate(instance uuid, expires integer, name text,
  *		message jsonb, callback jsonb, phone text, binding text,
- *		link_url text, rate_key text, metadata jsonb) RETURNS jsonb
+ *		link_url text, rate_key text, metadata jsonb
+ *		[, click_url text: 1.1]) RETURNS jsonb
  *
  * Steps: check the arguments, read the instance, resolve and check the
  * texts, apply the rate limit, insert the link with a fresh code, answer.

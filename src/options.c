@@ -29,11 +29,17 @@ PG_FUNCTION_INFO_V1(otp_link_destination_allowed);
 const char *const otp_message_keys[] = {"prompt", "success", "failed", "expired", NULL};
 const char *const otp_callback_keys[] = {"success", "failed", "expired", NULL};
 static const char *const option_keys[] = {"messages", "callback", "link_url",
-"reply_endpoint", "limits", NULL};
+"reply_endpoint", "limits", "click_url", NULL};
 static const char *const limit_keys[] = {"generate_limit", "generate_window",
 	"unknown_code_limit", "unknown_code_window", "block_duration", NULL
 };
 static const char *const reply_keys[] = {"type", "url", "token", NULL};
+/* the gateway types' keys (docs/gateway-replies.md) */
+static const char *const twilio_keys[] = {"type", "url", "account_sid",
+"auth_token", "from", NULL};
+static const char *const waha_keys[] = {"type", "url", "api_key", "session", NULL};
+static const char *const green_api_keys[] = {"type", "url", "id_instance",
+"api_token_instance", NULL};
 
 /*
  * limit_max: the largest value of options.limits.<key>, the same as the
@@ -244,28 +250,62 @@ otp_normalize_phone_or_error(const char *input, const char *what)
 }
 
 /*
- * otp_link_url_check: ERROR unless tmpl holds {token} and is an http(s) URL
- * once a token is substituted.
+ * template_url_check: ERROR (22023) unless tmpl holds placeholder and is an
+ * http(s) URL once sample is substituted; example is shown in the hint.
  */
-void
-otp_link_url_check(const char *tmpl, const char *what)
+static void
+template_url_check(const char *tmpl, const char *placeholder, const char *sample,
+				   const char *what, const char *example)
 {
 	StringInfoData buf;
 	const char *p;
 
 	if (tmpl == NULL)
 		return;
-	p = strstr(tmpl, "{token}");
+	p = strstr(tmpl, placeholder);
 	if (p == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must contain the placeholder {token}", what),
-				 errhint("Use a URL such as https://app.example/login?token={token}.")));
+				 errmsg("%s must contain the placeholder %s", what, placeholder),
+				 errhint("Use a URL such as %s.", example)));
 	initStringInfo(&buf);
 	appendBinaryStringInfo(&buf, tmpl, p - tmpl);
-	appendStringInfoString(&buf, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
-	appendStringInfoString(&buf, p + 7);
+	appendStringInfoString(&buf, sample);
+	appendStringInfoString(&buf, p + strlen(placeholder));
 	otp_check_url(buf.data, what);
+}
+
+/*
+ * template_render: tmpl with its first placeholder replaced by value,
+ * palloc'd (tmpl itself when it has none).
+ */
+static char *
+template_render(const char *tmpl, const char *placeholder, const char *value)
+{
+	StringInfoData buf;
+	const char *p = strstr(tmpl, placeholder);
+
+	initStringInfo(&buf);
+	if (p == NULL)
+	{
+		appendStringInfoString(&buf, tmpl);
+		return buf.data;
+	}
+	appendBinaryStringInfo(&buf, tmpl, p - tmpl);
+	appendStringInfoString(&buf, value);
+	appendStringInfoString(&buf, p + strlen(placeholder));
+	return buf.data;
+}
+
+/*
+ * otp_link_url_check: ERROR unless tmpl holds {token} and is an http(s) URL
+ * once a token is substituted.
+ */
+void
+otp_link_url_check(const char *tmpl, const char *what)
+{
+	template_url_check(tmpl, "{token}", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+					   what, "https://app.example/login?token={token}");
 }
 
 /*
@@ -275,19 +315,219 @@ otp_link_url_check(const char *tmpl, const char *what)
 char *
 otp_link_url_render(const char *tmpl, const char *token)
 {
-	StringInfoData buf;
-	const char *p = strstr(tmpl, "{token}");
+	return template_render(tmpl, "{token}", token);
+}
 
-	initStringInfo(&buf);
-	if (p == NULL)
+/*
+ * otp_click_url_check: ERROR (22023) unless tmpl holds {uuid} and is an
+ * http(s) URL once a link's uuid is substituted.
+ */
+void
+otp_click_url_check(const char *tmpl, const char *what)
+{
+	template_url_check(tmpl, "{uuid}", "00000000-0000-0000-0000-000000000000",
+					   what, "https://api.example/rpc/otp_link_open?uuid={uuid}");
+}
+
+/*
+ * otp_click_url_render: tmpl with its first {uuid} replaced by uuid,
+ * palloc'd.
+ */
+char *
+otp_click_url_render(const char *tmpl, const char *uuid)
+{
+	return template_render(tmpl, "{uuid}", uuid);
+}
+
+/*
+ * otp_reply_type_is_sent: whether the worker posts replies of a reply
+ * endpoint of this type (the others are held for the application).
+ */
+bool
+otp_reply_type_is_sent(const char *type)
+{
+	return type != NULL &&
+		(strcmp(type, "whatsapp_cloud") == 0 || strcmp(type, "http") == 0 ||
+		 strcmp(type, "twilio") == 0 || strcmp(type, "waha") == 0 ||
+		 strcmp(type, "green_api") == 0);
+}
+
+/*
+ * required_text: the string reply[key]; ERROR (22023) when it is missing or
+ * empty, with hint.
+ */
+static char *
+required_text(Jsonb *reply, const char *key, const char *type, const char *hint)
+{
+	char	   *v = otp_jsonb_get_text(reply, key);
+
+	if (v == NULL || v[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("options.reply_endpoint.%s is required for type \"%s\"", key, type),
+				 errhint("%s", hint)));
+	return v;
+}
+
+/*
+ * check_chars: ERROR (22023) unless s has 1 to max bytes, each one of the
+ * characters accepted by ok(); what names it, allowed says in words which
+ * characters are.  The value goes into a URL path or a request body.
+ */
+static void
+check_chars(const char *s, int (*ok) (int), int max, const char *what,
+			const char *allowed)
+{
+	const unsigned char *p;
+
+	if (s == NULL)
+		return;
+	for (p = (const unsigned char *) s; *p; p++)
+		if (!ok(*p))
+			break;
+	if (*p != '\0' || p == (const unsigned char *) s || p - (const unsigned char *) s > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be 1 to %d characters: %s", what, max, allowed),
+				 errhint("Copy it exactly as your provider shows it.")));
+}
+
+/* check_chars' classes, ASCII only whatever the locale */
+static int
+is_digit_char(int c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static int
+is_alnum_char(int c)
+{
+	return is_digit_char(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static int
+is_session_char(int c)
+{
+	return is_alnum_char(c) || c == '_' || c == '-' || c == '.';
+}
+
+/*
+ * check_base_url: ERROR (22023) unless url is an http(s) URL that a path
+ * can be appended to (no query, no fragment).
+ */
+static void
+check_base_url(const char *url, const char *what)
+{
+	if (url == NULL)
+		return;
+	otp_check_url(url, what);
+	if (strpbrk(url, "?#") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a base URL without query or fragment: \"%s\"", what, url),
+				 errdetail("The gateway's path is appended to it."),
+				 errhint("Give the scheme, host and port only, e.g. https://waha.example:3000.")));
+}
+
+/*
+ * check_gateway: the required fields of the twilio, waha and green_api
+ * reply endpoints (docs/gateway-replies.md).  ERRORs (22023).
+ */
+static void
+check_gateway(Jsonb *reply, const char *type)
+{
+	const char *what = "options.reply_endpoint.url";
+
+	if (strcmp(type, "twilio") == 0)
 	{
-		appendStringInfoString(&buf, tmpl);
-		return buf.data;
+		char	   *sid = required_text(reply, "account_sid", type,
+										"Use the Account SID of your Twilio console (AC followed by 32 hex digits).");
+		char	   *from = otp_jsonb_get_text(reply, "from");
+
+		if (strlen(sid) != 34 || strncmp(sid, "AC", 2) != 0 ||
+			strspn(sid + 2, "0123456789abcdefABCDEF") != 32)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("options.reply_endpoint.account_sid is not a Twilio Account SID"),
+					 errhint("An Account SID is AC followed by 32 hex digits.")));
+		check_header_value(required_text(reply, "auth_token", type,
+										 "Use the Auth Token of your Twilio account."),
+						   "options.reply_endpoint.auth_token");
+		if (from)
+			(void) otp_normalize_phone_or_error(pg_strncasecmp(from, "whatsapp:", 9) == 0 ?
+												from + 9 : from,
+												"options.reply_endpoint.from");
 	}
-	appendBinaryStringInfo(&buf, tmpl, p - tmpl);
-	appendStringInfoString(&buf, token);
-	appendStringInfoString(&buf, p + 7);
-	return buf.data;
+	else if (strcmp(type, "waha") == 0)
+	{
+		(void) required_text(reply, "url", type,
+							 "Give the base URL of your WAHA server, e.g. https://waha.example:3000.");
+		check_header_value(required_text(reply, "api_key", type,
+										 "Use the key WAHA requires in X-Api-Key (WAHA_API_KEY)."),
+						   "options.reply_endpoint.api_key");
+		check_chars(otp_jsonb_get_text(reply, "session"), is_session_char, 64,
+					"options.reply_endpoint.session", "letters, digits, '_', '-' and '.'");
+	}
+	else
+	{
+		check_chars(required_text(reply, "id_instance", type,
+								  "Use the idInstance of your GREEN-API console."),
+					is_digit_char, 32, "options.reply_endpoint.id_instance", "digits");
+		check_chars(required_text(reply, "api_token_instance", type,
+								  "Use the apiTokenInstance of your GREEN-API console."),
+					is_alnum_char, 256, "options.reply_endpoint.api_token_instance",
+					"letters and digits");
+	}
+	check_base_url(otp_jsonb_get_text(reply, "url"), what);
+}
+
+/*
+ * check_reply_endpoint: validate options.reply_endpoint: its keys for its
+ * type, the URL and token of whatsapp_cloud and http, the fields of the
+ * gateway types.  ERRORs (22023).
+ */
+static void
+check_reply_endpoint(Jsonb *reply)
+{
+	char	   *type;
+	const char *const *keys = reply_keys;
+
+	type = otp_jsonb_get_text(reply, "type");
+	if (type && strcmp(type, "twilio") == 0)
+		keys = twilio_keys;
+	else if (type && strcmp(type, "waha") == 0)
+		keys = waha_keys;
+	else if (type && strcmp(type, "green_api") == 0)
+		keys = green_api_keys;
+	otp_check_object_keys(reply, "options.reply_endpoint", keys, true);
+	check_header_value(otp_jsonb_get_text(reply, "token"),
+					   "options.reply_endpoint.token");
+	if (type == NULL || strcmp(type, "none") == 0)
+		 /* nothing to check */ ;
+	else if (strcmp(type, "whatsapp_cloud") == 0 || strcmp(type, "http") == 0)
+	{
+		char	   *url = otp_jsonb_get_text(reply, "url");
+
+		if (url == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("options.reply_endpoint.url is required for type \"%s\"", type),
+					 errhint("Give the URL replies are posted to.")));
+		otp_check_url(url, "options.reply_endpoint.url");
+		if (strcmp(type, "whatsapp_cloud") == 0 &&
+			otp_jsonb_get_text(reply, "token") == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("options.reply_endpoint.token is required for type \"whatsapp_cloud\""),
+					 errhint("Use the access token of your WhatsApp Cloud API app.")));
+	}
+	else if (otp_reply_type_is_sent(type))
+		check_gateway(reply, type);
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown reply endpoint type \"%s\"", type),
+				 errhint("Use \"none\", \"whatsapp_cloud\", \"http\", \"twilio\", \"waha\" or \"green_api\".")));
 }
 
 /*
@@ -300,7 +540,6 @@ otp_check_options(Jsonb *options)
 	Jsonb	   *callback;
 	Jsonb	   *reply;
 	Jsonb	   *limits;
-	char	   *type;
 	int			i;
 
 	otp_check_object_keys(options, "options", option_keys, false);
@@ -330,36 +569,8 @@ otp_check_options(Jsonb *options)
 
 	reply = otp_jsonb_get_object(options, "reply_endpoint", "options");
 	if (reply)
-	{
-		otp_check_object_keys(reply, "options.reply_endpoint", reply_keys, true);
-		check_header_value(otp_jsonb_get_text(reply, "token"),
-						   "options.reply_endpoint.token");
-		type = otp_jsonb_get_text(reply, "type");
-		if (type == NULL || strcmp(type, "none") == 0)
-			 /* nothing to check */ ;
-		else if (strcmp(type, "whatsapp_cloud") == 0 || strcmp(type, "http") == 0)
-		{
-			char	   *url = otp_jsonb_get_text(reply, "url");
-
-			if (url == NULL)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("options.reply_endpoint.url is required for type \"%s\"", type),
-						 errhint("Give the URL replies are posted to.")));
-			otp_check_url(url, "options.reply_endpoint.url");
-			if (strcmp(type, "whatsapp_cloud") == 0 &&
-				otp_jsonb_get_text(reply, "token") == NULL)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("options.reply_endpoint.token is required for type \"whatsapp_cloud\""),
-						 errhint("Use the access token of your WhatsApp Cloud API app.")));
-		}
-		else
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown reply endpoint type \"%s\"", type),
-					 errhint("Use \"none\", \"whatsapp_cloud\" or \"http\".")));
-	}
+		check_reply_endpoint(reply);
+	otp_click_url_check(otp_jsonb_get_text(options, "click_url"), "options.click_url");
 
 	limits = otp_jsonb_get_object(options, "limits", "options");
 	if (limits)

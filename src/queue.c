@@ -568,7 +568,9 @@ DEST_KEYS ", c AS (" \
  *	1 id, 2 attempts, 3 webhook_id, 4 url, 5 body, 6 mode
  *	('signed' | 'cloud' | 'none'), 7 secret, 8 token, 9 the previous
  *	secret while its grace period runs, 10 the destination key (a 1.0
- *	schema has neither: NULL)
+ *	schema has neither: NULL), 11 for replies: {"endpoint", "to", "from",
+ *	"body"} as JSON text, from which outbound.c builds the gateway types
+ *	(twilio, waha, green_api)
  */
 #define CLAIM_SQL(choose, previous_secret, dest) \
 choose \
@@ -594,7 +596,9 @@ choose \
 "        WHEN et.t = 'http' THEN 'signed'" \
 "        ELSE 'none' END," \
 "   i.secret," \
-"   CASE WHEN d.kind = 'reply' THEN e.ep ->> 'token' END, " previous_secret ", " dest
+"   CASE WHEN d.kind = 'reply' THEN e.ep ->> 'token' END, " previous_secret ", " dest ", " \
+"   CASE WHEN d.kind = 'reply' THEN pg_catalog.jsonb_build_object('endpoint', e.ep," \
+"        'to', d.destination, 'from', i.phone, 'body', d.payload -> 'body')::text END"
 
 static const char *claim_sql_10 = CLAIM_SQL(CLAIM_CHOOSE_10, "NULL::text", "NULL::text");
 static const char *claim_sql =

@@ -4,7 +4,7 @@
 #
 # Listens on 127.0.0.1 on a free port (written to --port-file), and appends
 # one JSON line per request to --log:
-#   {"t": <unix time>, "path": ..., "peer_port": <client port>,
+#   {"t": <unix time>, "method": ..., "path": ..., "peer_port": <client port>,
 #    "headers": {lower-case name: value}, "body": ...}
 # The path chooses the answer:
 #   /ok/...              200
@@ -15,6 +15,7 @@
 #                        webhook-id, then 200
 #   /retry-after-date/<s>/...  the same with 503 and an HTTP-date
 #   /echo-auth/...       401 with the Authorization header in the body
+#   /echo-request/...    401 with the path and every header in the body
 #   /endless/<code>/...  <code> with a chunked body that never ends (bounded
 #                        here: 20 s or 1 GiB, then the connection is closed)
 #   /huge/<code>/...     <code> announcing "Content-Length: 8 MiB", then
@@ -82,7 +83,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n).decode("utf-8", "replace")
-        rec = {"t": time.time(), "path": self.path,
+        rec = {"t": time.time(), "method": self.command, "path": self.path,
                "peer_port": self.client_address[1],
                "headers": {k.lower(): v for k, v in self.headers.items()},
                "body": body}
@@ -127,6 +128,9 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             else:
                 self.reply(200, b"ok")
+        elif kind == "echo-request":
+            self.reply(401, ("unauthorized " + self.path + " " +
+                             json.dumps(dict(self.headers.items()))).encode())
         elif kind == "echo-auth":
             self.reply(401, ("bad token " + (self.headers.get("Authorization") or "")).encode())
         else:

@@ -86,12 +86,18 @@ for my $u (sort @updates)
 		SELECT otp_link.otp_link_consume_message('447700900001', 'hi [$code2]', 'wamid.before');
 		SELECT otp_link.otp_link_consume_message('447700900002', '[NOSUCHAA]', 'wamid.guess1');
 	});
+	# click-through (1.1): the library must not need the click columns of
+	# links on the 1.0 schema; an instance's click_url waits for the update
+	$node->safe_psql("up$n", "SELECT otp_link.otp_link_instance_update('$inst',
+		options => '{\"click_url\": \"https://c.example/o/{uuid}\"}')");
+	is($node->safe_psql("up$n", "SELECT otp_link.otp_link_generate('$inst') ? 'click_link'"),
+		'f', "$from: generate works, without click link, before the update");
 	my $counts_sql = q{SELECT format('%s %s %s %s %s',
 		(SELECT count(*) FROM otp_link.instances), (SELECT count(*) FROM otp_link.links),
 		(SELECT count(*) FROM otp_link.messages_seen), (SELECT count(*) FROM otp_link.senders),
 		(SELECT count(*) FROM otp_link.deliveries WHERE status IN ('queued', 'held')))};
 	my $before = $node->safe_psql("up$n", $counts_sql);
-	like($before, qr/^1 2 2 1 [1-9]/, "$from: a row in every table ($before)");
+	like($before, qr/^1 3 2 1 [1-9]/, "$from: a row in every table ($before)");
 
 	# a webhook format added by an administrator, where the table exists
 	my $fmt_sql = q{INSERT INTO otp_link.webhook_formats (name, messages, sender, text, message_id)
@@ -133,6 +139,15 @@ for my $u (sort @updates)
 	is($node->safe_psql("up$n", qq{SELECT otp_link.otp_link_consume_webhook(
 		'{"msg": {"from": "447700900004", "text": "[$gen3]", "id": "gw.1"}}', 'custom_gw')->'results'->0->>'outcome'}),
 		'verified', "a webhook format in the table after the update to $to verifies a link");
+	my $click = $node->safe_psql("up$n",
+		"SELECT (r->>'uuid') || ' ' || (r->>'click_link') || ' ' || (r->>'whatsapp_link')
+		   FROM otp_link.otp_link_generate('$inst') r");
+	my ($cl_uuid, $cl_link, $cl_wa) = split / /, $click;
+	is($cl_link, "https://c.example/o/$cl_uuid", "after the update to $to generate returns the click link");
+	is($node->safe_psql("up$n", "SELECT otp_link.otp_link_open('$cl_uuid')"), $cl_wa,
+		'otp_link_open answers the whatsapp_link');
+	is($node->safe_psql("up$n", "SELECT (otp_link.otp_link_stats()->>'links_clicked')"), '1',
+		'the click is in the stats');
 }
 note("upgrade paths checked: $n");
 
