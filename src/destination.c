@@ -46,6 +46,7 @@ typedef struct Destination
 {
 	char		key[OTP_DEST_KEY_SIZE]; /* hash key: dest_key */
 	int			inflight;		/* requests started, not yet finished */
+	bool		full;			/* reached its share since the last claim */
 	int			failures;		/* consecutive failed attempts */
 	int			opens;			/* consecutive pauses (doubles the pause) */
 	DestState	state;
@@ -83,6 +84,7 @@ lookup(const char *key, bool create)
 	if (d != NULL && !found)
 	{
 		d->inflight = 0;
+		d->full = false;
 		d->failures = 0;
 		d->opens = 0;
 		d->state = DEST_CLOSED;
@@ -148,8 +150,8 @@ otp_dest_started(OtpHttpRequest *req)
 {
 	Destination *d = lookup(req->dest, true);
 
-	if (d != NULL)
-		d->inflight++;
+	if (d != NULL && ++d->inflight >= otp_link_destination_concurrency)
+		d->full = true;
 }
 
 /*
@@ -199,8 +201,10 @@ dest_pause(Destination *d, OtpHttpRequest *req, int64 now)
 /*
  * otp_dest_finished: a request to req->dest finished (req->outcome set):
  * update its destination's count and breaker.  Returns true when the
- * destination had been held back by its limit, so the caller should claim
- * again at once.  Logs when a destination is paused or resumes.  Allocates
+ * caller should claim again at once: the destination had reached its share
+ * and a quarter of it is free again (claiming for every single free slot
+ * would cost a transaction per request), or it answers again after a
+ * pause.  Logs when a destination is paused or resumes.  Allocates
  * only for the log message; cannot ERROR except on out of memory.
  */
 bool
@@ -210,12 +214,17 @@ otp_dest_finished(OtpHttpRequest *req)
 	int64		now = otp_mono_us();
 	bool		neutral;
 	bool		failed;
-	bool		was_held;
+	bool		claim = false;
 
 	if (d == NULL)
 		return false;
-	was_held = dest_limit(d, now) == 0;
 	d->inflight--;
+	if (d->full &&
+		otp_link_destination_concurrency - d->inflight >= Max(otp_link_destination_concurrency / 4, 1))
+	{
+		d->full = false;
+		claim = true;
+	}
 	failed = attempt_failed(req, &neutral);
 	if (neutral)
 		;
@@ -224,6 +233,7 @@ otp_dest_finished(OtpHttpRequest *req)
 		if (d->state != DEST_CLOSED)
 		{
 			paused_count--;
+			claim = true;
 			ereport(LOG,
 					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
 					 errmsg("otp_link destination \"%s\" answers again: deliveries to it resume", d->key)));
@@ -241,7 +251,7 @@ otp_dest_finished(OtpHttpRequest *req)
 	}
 	if (d->inflight == 0 && d->state == DEST_CLOSED && d->failures == 0)
 		hash_search(destinations, d->key, HASH_REMOVE, NULL);
-	return was_held;
+	return claim;
 }
 
 /*
