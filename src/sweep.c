@@ -11,6 +11,9 @@
 
 #include "pgstat.h"
 
+#include "commands/extension.h"
+#include "utils/inval.h"
+
 #include "otp_link.h"
 #include "worker.h"
 
@@ -26,7 +29,8 @@
 /*
  * call_expire: SELECT otp_link.otp_link_expire() when it exists and can be
  * called without arguments; inside a subtransaction, so a failure is logged
- * as a WARNING and does not stop deliveries.  Runs inside a transaction.
+ * as a WARNING (at DEBUG1 when the extension was dropped or re-created
+ * meanwhile) and does not stop deliveries.  Runs inside a transaction.
  * Returns how many links it expired (0 when it could not be called).
  */
 static int64
@@ -36,6 +40,7 @@ call_expire(void)
 	ResourceOwner oldowner = CurrentResourceOwner;
 	int			rc;
 	int64		expired = 0;
+	Oid			ext = get_extension_oid("otp_link", true);
 
 	rc = SPI_execute("SELECT p.pronargs = p.pronargdefaults FROM pg_catalog.pg_proc p"
 					 " WHERE p.oid = coalesce("
@@ -78,7 +83,9 @@ call_expire(void)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
-		ereport(WARNING,
+		/* DROP (and CREATE) EXTENSION committed meanwhile: nothing wrong */
+		AcceptInvalidationMessages();
+		ereport(get_extension_oid("otp_link", true) == ext ? WARNING : DEBUG1,
 				(errcode(edata->sqlerrcode),
 				 errmsg("otp_link worker: otp_link_expire() failed: %s", edata->message)));
 		FreeErrorData(edata);
