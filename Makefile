@@ -36,3 +36,8 @@ EXTRA_CLEAN = tmp_check_regress tmp_check_iso output_iso results regression.diff
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# every object depends on every header (PGXS tracks them only when
+# PostgreSQL was configured with --enable-depend): a changed struct must
+# rebuild all its users
+$(OBJS): $(wildcard $(srcdir)/src/*.h)

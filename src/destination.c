@@ -13,13 +13,23 @@
  *	  one destination (the claim asks for no more; see queue.c);
  *	- after otp_link.breaker_failures consecutive failed attempts (no
  *	  answer, or 408, 429, 5xx) the destination is paused ("open"): none of
- *	  its deliveries is claimed for otp_link.breaker_pause, then one probe
- *	  is sent ("half-open").  An answer closes the breaker; a failure
- *	  pauses it again for twice as long, up to 32 times the first pause.
+ *	  its deliveries is claimed for otp_link.breaker_pause, then up to
+ *	  OTP_BREAKER_PROBES probes are sent ("half-open").  An answer closes
+ *	  the breaker; when every probe failed it pauses again for twice as
+ *	  long, up to 32 times the first pause.
+ *
+ *	- a destination is "proven" once an attempt got an answer (not 408,
+ *	  429, 5xx) within OTP_PROVEN_MS; a slow answer, a timeout or a
+ *	  failure makes it unproven again.  Unproven destinations (new ones
+ *	  included) together get at most three quarters of
+ *	  otp_link.max_concurrency: a quarter of the slots always stays for the
+ *	  destinations that answer quickly, however many slow or dead ones
+ *	  there are.  In the claim's order, proven destinations come first,
+ *	  then unproven ones, then failing ones.
  *
  * The state lives in this process only (a hash table in TopMemoryContext):
- * a restarted worker learns it again within a few attempts.  Times are
- * otp_mono_us() values.
+ * a restarted worker learns it again within a share of attempts.  Times
+ * are otp_mono_us() values.
  *
  *-------------------------------------------------------------------------
  */
@@ -34,12 +44,20 @@
 
 #define OTP_DEST_KEY_SIZE	1024	/* dest_key is at most 255 characters */
 #define OTP_BREAKER_MAX_DOUBLINGS 5
+#define OTP_BREAKER_PROBES	4		/* requests in flight while half-open */
+#define OTP_PROVEN_MS		1000	/* an answer this fast proves a destination */
+#define OTP_DEST_MAX		10000	/* idle proven destinations kept at most */
+
+/* the claim's order of destinations (otp_dest_limits) */
+#define PRI_PROVEN		0
+#define PRI_UNPROVEN	1
+#define PRI_FAILING		2
 
 typedef enum
 {
 	DEST_CLOSED,				/* healthy: up to the per-destination share */
 	DEST_OPEN,					/* paused until open_until */
-	DEST_HALF_OPEN				/* one probe allowed */
+	DEST_HALF_OPEN				/* a few probes allowed */
 } DestState;
 
 typedef struct Destination
@@ -47,8 +65,10 @@ typedef struct Destination
 	char		key[OTP_DEST_KEY_SIZE]; /* hash key: dest_key */
 	int			inflight;		/* requests started, not yet finished */
 	bool		full;			/* reached its share since the last claim */
+	bool		proven;			/* its last attempt got a quick answer */
 	int			failures;		/* consecutive failed attempts */
 	int			opens;			/* consecutive pauses (doubles the pause) */
+	int			probes;			/* requests started while half-open */
 	DestState	state;
 	int64		open_until;		/* DEST_OPEN: when to probe */
 } Destination;
@@ -85,8 +105,10 @@ lookup(const char *key, bool create)
 	{
 		d->inflight = 0;
 		d->full = false;
+		d->proven = false;
 		d->failures = 0;
 		d->opens = 0;
+		d->probes = 0;
 		d->state = DEST_CLOSED;
 		d->open_until = 0;
 	}
@@ -94,49 +116,73 @@ lookup(const char *key, bool create)
 }
 
 /*
- * dest_limit: how many more deliveries of d the claim may take now.  An
- * open breaker whose pause is over turns half-open here.
+ * dest_limit: how many more deliveries of d its share and breaker allow
+ * now.  An open breaker whose pause is over turns half-open here.
  */
 static int
 dest_limit(Destination *d, int64 now)
 {
 	if (d->state == DEST_OPEN && now >= d->open_until)
+	{
 		d->state = DEST_HALF_OPEN;
+		d->probes = 0;
+	}
 	if (d->state == DEST_OPEN)
 		return 0;
 	if (d->state == DEST_HALF_OPEN)
-		return d->inflight == 0 ? 1 : 0;
+		return Max(Min(OTP_BREAKER_PROBES, otp_link_destination_concurrency) - d->probes, 0);
 	return Max(otp_link_destination_concurrency - d->inflight, 0);
 }
 
 /*
- * otp_dest_limits: the destinations the next claim must treat specially,
- * as two parallel arrays (keys as text Datums, limits as int4 Datums)
- * palloc'd in CurrentMemoryContext; returns their number.  A destination
- * not listed may have otp_link.destination_concurrency deliveries claimed.
+ * otp_dest_limits: what the next claim may take from each destination:
+ * parallel arrays of every destination this process tracks (keys as text
+ * Datums, limits and claim priorities as int4 Datums), palloc'd in
+ * CurrentMemoryContext; returns their number.  *default_limit and
+ * *default_pri apply to destinations not listed (never seen: unproven).
  */
 int
-otp_dest_limits(Datum **keys, Datum **limits)
+otp_dest_limits(Datum **keys, Datum **limits, Datum **pris,
+				int *default_limit, int *default_pri)
 {
 	HASH_SEQ_STATUS seq;
 	Destination *d;
 	int64		now = otp_mono_us();
 	int			n = 0;
 	long		size = destinations ? hash_get_num_entries(destinations) : 0;
+	int			budget = Max(otp_link_max_concurrency * 3 / 4, 1);
+	int			unproven = 0;
 
 	*keys = palloc(Max(size, 1) * sizeof(Datum));
 	*limits = palloc(Max(size, 1) * sizeof(Datum));
+	*pris = palloc(Max(size, 1) * sizeof(Datum));
+	if (destinations != NULL)
+	{
+		hash_seq_init(&seq, destinations);
+		while ((d = hash_seq_search(&seq)) != NULL)
+			if (!d->proven)
+				unproven += d->inflight;
+	}
+	/* what is left of the unproven destinations' budget */
+	budget = Max(budget - unproven, 0);
+	*default_limit = Min(otp_link_destination_concurrency, budget);
+	*default_pri = PRI_UNPROVEN;
 	if (destinations == NULL)
 		return 0;
 	hash_seq_init(&seq, destinations);
 	while ((d = hash_seq_search(&seq)) != NULL)
 	{
 		int			limit = dest_limit(d, now);
+		int			pri = PRI_PROVEN;
 
-		if (limit >= otp_link_destination_concurrency)
-			continue;
+		if (!d->proven)
+		{
+			limit = Min(limit, budget);
+			pri = (d->failures > 0 || d->state != DEST_CLOSED) ? PRI_FAILING : PRI_UNPROVEN;
+		}
 		(*keys)[n] = CStringGetTextDatum(d->key);
 		(*limits)[n] = Int32GetDatum(limit);
+		(*pris)[n] = Int32GetDatum(pri);
 		n++;
 	}
 	return n;
@@ -150,8 +196,12 @@ otp_dest_started(OtpHttpRequest *req)
 {
 	Destination *d = lookup(req->dest, true);
 
-	if (d != NULL && ++d->inflight >= otp_link_destination_concurrency)
+	if (d == NULL)
+		return;
+	if (++d->inflight >= otp_link_destination_concurrency)
 		d->full = true;
+	if (d->state == DEST_HALF_OPEN)
+		d->probes++;
 }
 
 /*
@@ -226,6 +276,8 @@ otp_dest_finished(OtpHttpRequest *req)
 		claim = true;
 	}
 	failed = attempt_failed(req, &neutral);
+	if (!neutral)
+		d->proven = !failed && req->elapsed_us < OTP_PROVEN_MS * 1000;
 	if (neutral)
 		;
 	else if (!failed)
@@ -245,11 +297,14 @@ otp_dest_finished(OtpHttpRequest *req)
 	else
 	{
 		d->failures++;
-		if (d->state == DEST_HALF_OPEN ||
+		/* half-open: pause again once every probe failed */
+		if ((d->state == DEST_HALF_OPEN && d->inflight == 0) ||
 			(d->state == DEST_CLOSED && d->failures >= otp_link_breaker_failures))
 			dest_pause(d, req, now);
 	}
-	if (d->inflight == 0 && d->state == DEST_CLOSED && d->failures == 0)
+	/* forget idle healthy destinations (proven ones while there are few) */
+	if (d->inflight == 0 && d->state == DEST_CLOSED && d->failures == 0 &&
+		(!d->proven || hash_get_num_entries(destinations) > OTP_DEST_MAX))
 		hash_search(destinations, d->key, HASH_REMOVE, NULL);
 	return claim;
 }

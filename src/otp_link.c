@@ -30,7 +30,7 @@ bool		otp_link_allow_http = false;
 bool		otp_link_allow_private_networks = false;
 int			otp_link_max_concurrency = 64;
 int			otp_link_destination_concurrency = 16;
-int			otp_link_breaker_failures = 5;
+int			otp_link_breaker_failures = 10;
 int			otp_link_breaker_pause_ms = 30000;
 int			otp_link_timeout_ms = 15000;
 int			otp_link_connect_timeout_ms = 5000;
@@ -94,7 +94,7 @@ define_worker_gucs(void)
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("otp_link.breaker_failures",
 							"Consecutive failed attempts after which a destination is paused.",
-							NULL, &otp_link_breaker_failures, 5, 1, 1000,
+							NULL, &otp_link_breaker_failures, 10, 1, 1000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("otp_link.breaker_pause",
 							"First pause of a failing destination; it doubles while the probes fail, up to 32 times.",

@@ -528,17 +528,23 @@ otp_queue_record(OtpWorkerLoop *loop)
 
 /*
  * The rows a claim takes (1.1 schema): from each destination, its due rows
- * in next_attempt_at order, at most its limit ($4[i] for the destination
- * $3[i], else $5: what its share and its breaker allow), none of the rows
+ * in next_attempt_at order, at most its limit (lim.n for the destinations
+ * listed in $3/$4/$7, else $5: what its share, its breaker and the budget
+ * of unproven destinations allow, see destination.c), none of the rows
  * this worker still holds ($6); then, over all destinations, first the
- * first row of each, then the second of each, and so on, up to $1 rows.
- * A destination's backlog thus never sits ahead of another's work.  (The
- * ORDER BY names dest_key, which the equality makes redundant, so that the
- * plan uses the (dest_key, next_attempt_at) index.)
+ * first row of each, then the second of each, and so on, up to $1 rows;
+ * within a round, destinations that answer quickly first (lim.pri, else
+ * $8), then the oldest row.  A destination's backlog thus never sits ahead
+ * of another's work.  The limits are joined (a hash join), not searched
+ * per destination.  (The ORDER BY names dest_key, which the equality makes
+ * redundant, so that the plan uses the (dest_key, next_attempt_at) index.)
  */
 #define CLAIM_CHOOSE \
-DEST_KEYS ", c AS (" \
-"  SELECT x.id FROM k CROSS JOIN LATERAL (" \
+DEST_KEYS ", lim AS (" \
+"  SELECT * FROM ROWS FROM (pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::int4[])," \
+"                           pg_catalog.unnest($7::int4[])) AS u(key, n, pri)), " \
+"c AS (" \
+"  SELECT x.id FROM k LEFT JOIN lim ON lim.key = k.key CROSS JOIN LATERAL (" \
 "     SELECT s.id, s.next_attempt_at," \
 "            pg_catalog.row_number() OVER (ORDER BY s.next_attempt_at) AS rn" \
 "       FROM (SELECT d.id, d.next_attempt_at FROM otp_link.deliveries d" \
@@ -547,10 +553,10 @@ DEST_KEYS ", c AS (" \
 "                AND (d.locked_until IS NULL OR d.locked_until < pg_catalog.now())" \
 "                AND d.id <> ALL ($6)" \
 "              ORDER BY d.dest_key, d.next_attempt_at" \
-"              LIMIT COALESCE($4[pg_catalog.array_position($3, k.key)], $5)" \
+"              LIMIT COALESCE(lim.n, $5)" \
 "              FOR UPDATE SKIP LOCKED) s) x" \
 "   WHERE k.key IS NOT NULL" \
-"   ORDER BY x.rn, x.next_attempt_at" \
+"   ORDER BY x.rn, COALESCE(lim.pri, $8), x.next_attempt_at" \
 "   LIMIT $1) "
 
 /* the rows a claim takes on a 1.0 schema: the due rows, oldest first */
@@ -644,10 +650,13 @@ held_ids(OtpWorkerLoop *loop)
 /* what a claim round passes to its statements, built once per round */
 typedef struct ClaimArgs
 {
-	Datum		keys;			/* text[]: destinations with a special limit */
+	Datum		keys;			/* text[]: the destinations tracked */
 	Datum		limits;			/* int4[]: their limits */
+	Datum		pris;			/* int4[]: their claim priorities */
 	Datum		blocked;		/* text[]: those whose limit is 0 */
 	Datum		held;			/* int8[]: held_ids() */
+	int			default_limit;	/* of a destination not listed */
+	int			default_pri;
 } ClaimArgs;
 
 /*
@@ -659,8 +668,10 @@ claim_args(OtpWorkerLoop *loop, ClaimArgs *ca)
 {
 	Datum	   *keys;
 	Datum	   *limits;
+	Datum	   *pris;
 	Datum	   *blocked;
-	int			n = otp_dest_limits(&keys, &limits);
+	int			n = otp_dest_limits(&keys, &limits, &pris, &ca->default_limit,
+									&ca->default_pri);
 	int			nb = 0;
 	int			i;
 
@@ -670,6 +681,7 @@ claim_args(OtpWorkerLoop *loop, ClaimArgs *ca)
 			blocked[nb++] = keys[i];
 	ca->keys = PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT));
 	ca->limits = PointerGetDatum(construct_array(limits, n, INT4OID, 4, true, TYPALIGN_INT));
+	ca->pris = PointerGetDatum(construct_array(pris, n, INT4OID, 4, true, TYPALIGN_INT));
 	ca->blocked = PointerGetDatum(construct_array(blocked, nb, TEXTOID, -1, false, TYPALIGN_INT));
 	ca->held = PointerGetDatum(held_ids(loop));
 }
@@ -685,9 +697,9 @@ claim_rows(OtpWorkerLoop *loop, int slots, bool v11, ClaimArgs *ca)
 {
 	static SPIPlanPtr claim_plan = NULL;
 	static SPIPlanPtr claim_plan_10 = NULL;
-	Oid			argtypes[6] = {INT4OID, INT8OID, TEXTARRAYOID, INT4ARRAYOID,
-	INT4OID, INT8ARRAYOID};
-	Datum		args[6];
+	Oid			argtypes[8] = {INT4OID, INT8OID, TEXTARRAYOID, INT4ARRAYOID,
+	INT4OID, INT8ARRAYOID, INT4ARRAYOID, INT4OID};
+	Datum		args[8];
 	List	   *reqs = NIL;
 	int			rc;
 	uint64		i;
@@ -697,10 +709,12 @@ claim_rows(OtpWorkerLoop *loop, int slots, bool v11, ClaimArgs *ca)
 	args[1] = Int64GetDatum((int64) otp_link_timeout_ms + OTP_LEASE_MARGIN_MS);
 	args[2] = ca->keys;
 	args[3] = ca->limits;
-	args[4] = Int32GetDatum(otp_link_destination_concurrency);
+	args[4] = Int32GetDatum(ca->default_limit);
 	args[5] = ca->held;
+	args[6] = ca->pris;
+	args[7] = Int32GetDatum(ca->default_pri);
 	rc = run_kept(v11 ? &claim_plan : &claim_plan_10,
-				  v11 ? claim_sql : claim_sql_10, v11 ? 6 : 2, argtypes, args,
+				  v11 ? claim_sql : claim_sql_10, v11 ? 8 : 2, argtypes, args,
 				  false, 0, 0);
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		ereport(ERROR,
@@ -756,7 +770,9 @@ next_due(TimestampTz now, TimestampTz fallback, bool v11, ClaimArgs *ca)
 					  "     AND (d.locked_until IS NULL OR d.locked_until < pg_catalog.now())"
 					  "     AND d.id <> ALL ($2)"
 					  "   ORDER BY d.dest_key, d.next_attempt_at LIMIT 1) x"
-					  " WHERE k.key IS NOT NULL AND k.key <> ALL ($1)",
+					  " WHERE k.key IS NOT NULL"
+					  "   AND NOT EXISTS (SELECT FROM pg_catalog.unnest($1::text[]) b(key)"
+					  "                    WHERE b.key = k.key)",
 					  2, argtypes, args, false, 1, 0);
 	else
 		rc = run_kept(&next_plan_10,

@@ -106,7 +106,7 @@ note("dead port: $dead_attempts attempts in ~10 s");
 cmp_ok($dead_attempts, '<=', 100, 'the dead port is paused by the breaker, not hammered');
 cmp_ok($dead_attempts, '>=', 5, 'the dead port was tried');
 my $log = slurp_file($node->logfile);
-like($log, qr/otp_link destination "127\.0\.0\.1:$dead" paused for 30\.0 s after 5 consecutive failed attempts/,
+like($log, qr/otp_link destination "127\.0\.0\.1:$dead" paused for 30\.0 s after 10 consecutive failed attempts/,
 	'the pause of the dead port is logged');
 is($node->safe_psql('postgres', "SELECT count(*) FROM otp_link.deliveries WHERE destination LIKE 'http://127.0.0.1:$dead/%' AND status = 'queued'"),
 	'100000', 'the paused backlog stays queued (not dead)');
