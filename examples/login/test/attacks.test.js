@@ -507,9 +507,10 @@ async function main() {
 
 		/* ---------------------------------------------------------------- 7 and the README */
 
-		await check('the README says how to run behind a proxy (TRUST_PROXY) and to keep the app role\'s parameters out of the server log', async () => {
+		await check('the README says how to run behind a proxy (TRUST_PROXY) and to keep the app role\'s parameters out of the server log, and names the inherent limits', async () => {
 			const readme = fs.readFileSync(README, 'utf8');
-			for (const want of ['TRUST_PROXY', 'X-Forwarded-For', 'log_parameter_max_length = 0', 'log_parameter_max_length_on_error', 'Strict-Transport-Security', '__Host-'])
+			for (const want of ['TRUST_PROXY', 'X-Forwarded-For', 'log_parameter_max_length = 0', 'log_parameter_max_length_on_error', 'Strict-Transport-Security', '__Host-',
+				'Serve nothing else on the login host name, on any port', 'forwards the reply\'s link', 'statement parameter of both', '/48', 'cookie bomb', 'append more than one address'])
 				expect(readme.includes(want), `README does not mention ${want}`);
 		});
 
