@@ -50,7 +50,7 @@ const MAX_BODY = 16 * 1024;
 /* The texts of the WhatsApp conversation; {link} is the one-time login URL. */
 const MESSAGES = {
 	prompt: 'Log me in to {name}',
-	success: 'Here is your login link: {link}\nOpen it in the browser where you asked to log in. It works once.',
+	success: 'Here is your login link: {link}\nOpen it in the browser where you asked to log in. It works once.\nDo not share or forward this link, not even to someone who says they are from {name}: whoever opens it gets into your account.',
 	failed: 'Login failed, please try again.',
 	expired: 'This login request has expired, please ask for a new one.',
 };
@@ -126,30 +126,57 @@ function esc(s) {
  * The cookies.  "__Host-" names: browsers keep them only with Secure,
  * Path=/ and no Domain, so a sibling host (evil.example.com) cannot plant
  * one for us (cookie tossing).  Browsers accept Secure cookies from https
- * and from loopback addresses, which is all PUBLIC_URL may be.
+ * and from loopback addresses, which is all PUBLIC_URL may be.  Each login
+ * in progress has a cookie of its own, __Host-otp_login_<key> = <link
+ * uuid>.<binding>, so that two tabs of one browser do not overwrite each
+ * other's login; <key> is in the {link} (?login=) and in the tab's page.
  */
-const COOKIE = { binding: '__Host-otp_binding', pending: '__Host-otp_pending', sid: '__Host-sid' };
+const COOKIE = { login: '__Host-otp_login_', sid: '__Host-sid' };
+const MAX_LOGINS = 3;		/* logins in progress kept per browser; a new one drops the oldest */
+const LOGIN_KEY_RE = /^[A-Za-z0-9_-]{16}$/;
+
+/* RFC 6265 cookie-name: an RFC 7230 token (visible ASCII but separators) */
+const TOKEN_NAME_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /*
- * The cookies of a request, name -> value.  The first of a name wins (a
- * browser sends the more specific, then the older one first); a value that
- * does not decode is skipped, whatever cookie it is (another application's
- * on the same domain, say).
+ * The cookies of a request, name -> value.  A name is taken exactly as sent
+ * but for the spaces and tabs around it (the only whitespace RFC 6265
+ * allows there): a name that is not a token ("\xa0__Host-sid", which Node
+ * reads from a raw 0xA0 byte and JavaScript's trim() would turn into
+ * "__Host-sid") is skipped, never normalised into one of ours, because a
+ * browser does not treat it as a __Host- cookie and so lets any sibling
+ * host set it.  The first of a name wins (a browser sends the more
+ * specific, then the older one first); a value that does not decode is
+ * skipped, whatever cookie it is (another application's on the same
+ * domain, say).
  */
 function parseCookies(req) {
 	const out = Object.create(null);
 	for (const part of (req.headers.cookie || '').split(';')) {
 		const i = part.indexOf('=');
-		const name = part.slice(0, i).trim();
-		if (i <= 0 || name in out)
+		const name = part.slice(0, Math.max(i, 0)).replace(/^[ \t]+|[ \t]+$/g, '');
+		if (i <= 0 || !TOKEN_NAME_RE.test(name)) {
+			if (/__host-/i.test(part.slice(0, Math.max(i, 0))))
+				warnEvery('cookie-name', 'WARNING: a request carries a cookie whose name only looks like one of ours (not an RFC 6265 token): ignored. Someone on a sibling host may be trying to plant cookies (cookie tossing).');
+			continue;
+		}
+		if (name in out)
 			continue;
 		try {
-			out[name] = decodeURIComponent(part.slice(i + 1).trim());
+			out[name] = decodeURIComponent(part.slice(i + 1).replace(/^[ \t]+|[ \t]+$/g, ''));
 		} catch {
 			out[name] = undefined;	/* not ours, or tampered with: as if absent (and no later one instead) */
 		}
 	}
 	return out;
+}
+
+/* the login in progress of key (from the request's cookie): { uuid, binding } or null */
+function pendingLogin(req, key) {
+	if (typeof key !== 'string' || !LOGIN_KEY_RE.test(key))
+		return null;
+	const m = /^([0-9a-f-]{36})\.([A-Za-z0-9_-]{43})$/.exec(parseCookies(req)[COOKIE.login + key] || '');
+	return m && UUID_RE.test(m[1]) ? { uuid: m[1], binding: m[2] } : null;
 }
 
 function cookie(name, value, { maxAge } = {}) {
@@ -170,18 +197,33 @@ function clearCookie(name) {
  * address n hops back in X-Forwarded-For (as Express's "trust proxy" = n):
  * each trusted proxy appends the address it received the request from, so
  * whatever the client wrote itself stays further left and is never used.
+ * A hop may carry a port or brackets (1.2.3.4:5678, [2001:db8::1]:443, as
+ * some load balancers write it).  Returns null when a hop that a trusted
+ * proxy should have written is missing or is not an address: the proxy is
+ * not configured as TRUST_PROXY says, and neither fallback is safe (the
+ * proxy's address would put every client in one rate-limit bucket, an
+ * address further left is the client's own choice).
  */
 function clientAddress(req) {
-	const chain = [req.socket.remoteAddress || ''];
-	const xff = req.headers['x-forwarded-for'];
 	if (!TRUST_PROXY)
-		return canonicalIp(chain[0]);
-	if (xff)
-		chain.push(...xff.split(',').map((a) => a.trim()).reverse());
-	let i = 0;
-	while (i < TRUST_PROXY && i + 1 < chain.length && net.isIP(chain[i + 1]))
-		i++;
-	return canonicalIp(chain[i]);
+		return canonicalIp(req.socket.remoteAddress || '');
+	const xff = req.headers['x-forwarded-for'];
+	const hops = xff ? xff.split(',').map((a) => a.trim()).reverse() : [];
+	const hop = hops.length >= TRUST_PROXY ? hopAddress(hops[TRUST_PROXY - 1]) : null;
+	if (hop === null || hops.slice(0, TRUST_PROXY - 1).some((h) => hopAddress(h) === null)) {
+		warnEvery('xff-missing', `WARNING: TRUST_PROXY=${TRUST_PROXY} but a request's X-Forwarded-For (${JSON.stringify(xff ?? null)}) has no address ${TRUST_PROXY} hop(s) back: refused with 400. Does every proxy append the address it received the request from?`);
+		return null;
+	}
+	return canonicalIp(hop);
+}
+
+/* one X-Forwarded-For entry as a bare IP address (port and brackets removed), or null */
+function hopAddress(hop) {
+	const m = /^\[([^\]]+)\](?::\d{1,5})?$/.exec(hop) || /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/.exec(hop);
+	const a = m ? m[1] : hop;
+	if (m && !net.isIPv6(a) && !net.isIPv4(a))
+		return null;
+	return net.isIP(a) ? a : null;
 }
 
 /* IPv4-mapped IPv6 as IPv4; any other IPv6 address as its /64 (one subscriber's network) */
@@ -198,10 +240,18 @@ function canonicalIp(a) {
 	return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
 }
 
-const warned = new Set();
+const warned = new Map();	/* key -> when last said */
 function warnOnce(key, text) {
 	if (!warned.has(key)) {
-		warned.add(key);
+		warned.set(key, Date.now());
+		console.error(text);
+	}
+}
+
+/* a warning at most once a minute per key (the events that cause it can come from anyone) */
+function warnEvery(key, text) {
+	if (Date.now() - (warned.get(key) ?? -Infinity) >= 60000) {
+		warned.set(key, Date.now());
 		console.error(text);
 	}
 }
@@ -245,11 +295,15 @@ function readJson(req) {
 		req.on('end', () => {
 			if (chunks.length === 0)
 				return resolve({});
+			let v;
 			try {
-				resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+				v = JSON.parse(Buffer.concat(chunks).toString('utf8'));
 			} catch {
-				reject(Object.assign(new Error('invalid JSON'), { status: 400 }));
+				return reject(Object.assign(new Error('invalid JSON'), { status: 400 }));
 			}
+			if (typeof v !== 'object' || v === null || Array.isArray(v))
+				return reject(Object.assign(new Error('the body must be a JSON object'), { status: 400 }));
+			resolve(v);
 		});
 		req.on('error', reject);
 	});
@@ -405,7 +459,7 @@ function errorPage(status, title, text) {
 
 const REDEEM_PROBLEMS = {
 	binding_mismatch: [403, 'Wrong browser',
-		'This login link was opened in a different browser from the one that asked for it. Open it in the browser where you clicked "Log in with WhatsApp". (The link is still valid there.)'],
+		'This login link was opened in a different browser from the one that asked for it. Open it in the browser where you clicked "Log in with WhatsApp". (The link is still valid there.) Do not share or forward this link to anyone: whoever opens it in the browser that asked for it gets into your account. If someone asked you to send them the link or the WhatsApp message, they are trying to take over your account.'],
 	already_redeemed: [410, 'Link already used',
 		'This login link has already been used. Each link works once; start a new login if you need one.'],
 	token_expired: [410, 'Link expired',
@@ -419,12 +473,17 @@ const REDEEM_PROBLEMS = {
 async function startLogin(req, res) {
 	if (!sameOrigin(req))
 		return sendJson(res, 403, { error: 'cross-origin request refused' });
+	const body = await readJson(req);
+	const address = clientAddress(req);
+	if (address === null)
+		return sendJson(res, 400, { error: 'The server cannot tell your address (its proxy is misconfigured); try again later.' });
 	/* the browser binding: 32 random bytes, only this browser has them (HttpOnly) */
 	const binding = crypto.randomBytes(32).toString('base64url');
-	const linkUrl = `${PUBLIC_URL}/login/complete?token={token}`;
-	const body = await readJson(req);
+	/* which of this browser's logins in progress (one per tab): not secret, it picks the cookie */
+	const key = crypto.randomBytes(12).toString('base64url');
+	const linkUrl = `${PUBLIC_URL}/login/complete?login=${key}&token={token}`;
 	/* where to go once logged in: a path of this site (checked again when used) */
-	const back = sameSiteUrl(body && body.return_to);
+	const back = sameSiteUrl(body.return_to);
 	const returnTo = back.slice(PUBLIC_ORIGIN.length);
 	let link;
 	try {
@@ -433,7 +492,7 @@ async function startLogin(req, res) {
 				message => $4, binding => $5, link_url => $6, rate_key => $7,
 				metadata => $8) AS link`,
 			[instanceId, LINK_TTL, APP_NAME, JSON.stringify(MESSAGES), binding, linkUrl,
-				`ip:${clientAddress(req)}`, JSON.stringify({ purpose: PURPOSE, return_to: returnTo })]);
+				`ip:${address}`, JSON.stringify({ purpose: PURPOSE, return_to: returnTo })]);
 		link = r.rows[0].link;
 	} catch (err) {
 		if (err.code === 'PT429')
@@ -443,23 +502,27 @@ async function startLogin(req, res) {
 	const qr = await QRCode.toString(link.whatsapp_link, { type: 'svg', errorCorrectionLevel: 'M', margin: 2, color: { dark: '#111111', light: '#ffffff' } });
 	const draft = new URL(link.whatsapp_link).searchParams.get('text');
 	const age = LINK_TTL + 3600; /* the link's life, then time to open the {link} (otp_link.token_ttl: 10 min by default) */
+	/* at most MAX_LOGINS per browser: drop the oldest (a browser sends same-path cookies oldest first) */
+	const older = Object.keys(parseCookies(req)).filter((n) => n.startsWith(COOKIE.login));
 	sendJson(res, 200, {
+		login: key,
 		whatsapp_link: link.whatsapp_link,
 		qr: `data:image/svg+xml;base64,${Buffer.from(qr).toString('base64')}`,
 		expires_at: link.expires_at,
 		draft: DEV ? draft : undefined,
 	}, {
 		'Set-Cookie': [
-			cookie(COOKIE.binding, binding, { maxAge: age }),
-			cookie(COOKIE.pending, link.uuid, { maxAge: age }),
+			...older.slice(0, Math.max(0, older.length - (MAX_LOGINS - 1))).map(clearCookie),
+			cookie(COOKIE.login + key, `${link.uuid}.${binding}`, { maxAge: age }),
 		],
 	});
 }
 
-async function loginStatus(req, res) {
-	const uuid = parseCookies(req)[COOKIE.pending];
-	if (!uuid || !UUID_RE.test(uuid))
+async function loginStatus(req, res, url) {
+	const login = pendingLogin(req, url.searchParams.get('login'));
+	if (!login)
 		return sendJson(res, 404, { status: 'none' });
+	const { uuid } = login;
 	let s;
 	try {
 		s = (await pool.query('SELECT otp_link.otp_link_status($1) AS s', [uuid])).rows[0].s;
@@ -487,14 +550,17 @@ async function completeLogin(req, res, url) {
 		const [st, html] = errorPage(400, { code: 'no_token', text: 'No login link' }, 'The address has no login token.');
 		return send(res, st, 'text/html; charset=utf-8', html);
 	}
-	/* a token is base64url: anything else is unknown, without asking the database */
-	const binding = parseCookies(req)[COOKIE.binding] || null;
+	/* the binding of the login this link names (?login=), if this browser started it */
+	const key = url.searchParams.get('login');
+	const login = pendingLogin(req, key);
+	const binding = login ? login.binding : null;
 	/*
 	 * Only a link of our instance, made for a login, with a binding: a token
 	 * of another application's flow in the same database (another instance,
 	 * a newsletter opt-in, an unbound link) is invalid_token here and stays
 	 * usable where it belongs.
 	 */
+	/* a token is base64url: anything else is unknown, without asking the database */
 	const result = !TOKEN_RE.test(token) ? { result: 'invalid_token' } : (await pool.query(
 		`SELECT otp_link.otp_link_redeem(token => $1, instance => $2, binding => $3,
 			require_binding => true, purpose => $4) AS r`,
@@ -512,8 +578,7 @@ async function completeLogin(req, res, url) {
 		return redirect(res, sameSiteUrl(result.metadata && result.metadata.return_to), {
 			'Set-Cookie': [
 				cookie(COOKIE.sid, sid, { maxAge: SESSION_TTL_MS / 1000 }),
-				clearCookie(COOKIE.binding),
-				clearCookie(COOKIE.pending),
+				clearCookie(COOKIE.login + key),
 			],
 		});
 	}
@@ -577,10 +642,53 @@ function serveStatic(res, pathname) {
 	res.end(body);
 }
 
+/*
+ * The request target as a URL of PUBLIC_ORIGIN, or null: only the
+ * origin-form ("/path?query") is served, read as a path even when it starts
+ * with "//" (which new URL(target, base) would take for a host).
+ */
+function requestUrl(req) {
+	if (typeof req.url !== 'string' || !req.url.startsWith('/'))
+		return null;
+	try {
+		return new URL(PUBLIC_ORIGIN + req.url);
+	} catch {
+		return null;
+	}
+}
+
+/* headers a reverse proxy, tunnel or CDN adds: their presence means the request did not come from this machine */
+const PROXY_HEADERS = ['x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'forwarded', 'x-real-ip',
+	'via', 'cf-connecting-ip', 'true-client-ip', 'x-client-ip'];
+
+/*
+ * OTP_LINK_DEV=1 (the simulated phone lets anyone log in as anyone): only
+ * a request from this machine, not through a proxy or tunnel, for the
+ * loopback PUBLIC_URL's host.  The socket peer must be a loopback address,
+ * no proxy header may be present, and Host must be PUBLIC_URL's host:port
+ * (which also stops DNS rebinding).  A proxy that adds none of these
+ * headers and passes Host on unchanged cannot be told apart: never put one
+ * in front of a development server.
+ */
+function devRequestAllowed(req) {
+	const peer = (req.socket.remoteAddress || '').replace(/^::ffff:/i, '');
+	const loopbackPeer = peer === '::1' || (net.isIPv4(peer) && peer.startsWith('127.'));
+	const proxied = PROXY_HEADERS.some((h) => req.headers[h] !== undefined);
+	const host = String(req.headers.host || '').toLowerCase();
+	if (loopbackPeer && !proxied && host === PUBLIC.host)
+		return true;
+	warnEvery('dev-refused', `OTP_LINK_DEV=1: refused a request from ${req.socket.remoteAddress} for Host ${JSON.stringify(req.headers.host ?? null)}${proxied ? ' through a proxy' : ''}: the simulated phone answers only a browser on this machine at ${PUBLIC_ORIGIN}/`);
+	return false;
+}
+
 async function route(req, res) {
 	if (TRUST_PROXY === null && req.headers['x-forwarded-for'] !== undefined)
 		warnOnce('xff', 'WARNING: requests carry X-Forwarded-For but TRUST_PROXY is not set: every client shares the rate limit of the proxy. Set TRUST_PROXY to the number of proxies in front of this server.');
-	const url = new URL(req.url, PUBLIC_ORIGIN);
+	if (DEV && !devRequestAllowed(req))
+		return send(res, 403, 'text/plain; charset=utf-8', `OTP_LINK_DEV=1: this server answers only a browser on this machine at ${PUBLIC_ORIGIN}/ (no proxy, no tunnel, no other host name)\n`);
+	const url = requestUrl(req);
+	if (!url)
+		return send(res, 400, 'text/plain; charset=utf-8', 'bad request target\n');
 	const key = `${req.method} ${url.pathname}`;
 	switch (key) {
 		case 'GET /':
@@ -588,7 +696,7 @@ async function route(req, res) {
 		case 'POST /login/start':
 			return startLogin(req, res);
 		case 'GET /login/status':
-			return loginStatus(req, res);
+			return loginStatus(req, res, url);
 		case 'GET /login/complete':
 			return completeLogin(req, res, url);
 		case 'POST /logout': {

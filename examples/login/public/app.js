@@ -12,6 +12,7 @@
 	let polls = 0;
 	let errors = 0;
 	let expiresAt = 0;
+	let login = null;	/* this tab's login in progress (the server keeps one cookie per login) */
 	let sent = false;
 
 	if (!$('start'))
@@ -53,6 +54,7 @@
 			const j = await r.json();
 			if (!r.ok)
 				throw new Error(j.error || `HTTP ${r.status}`);
+			login = j.login;
 			$('qr').src = j.qr;
 			$('wa-link').href = j.whatsapp_link;
 			$('wa-link').dataset.link = j.whatsapp_link;
@@ -78,7 +80,7 @@
 		if (++polls > MAX_POLLS || Date.now() > expiresAt + 5000)
 			return setStatus('bad', 'This request has expired. Start over to get a new one.');
 		try {
-			const r = await fetch('/login/status', { cache: 'no-store' });
+			const r = await fetch(`/login/status?login=${encodeURIComponent(login)}`, { cache: 'no-store' });
 			const j = await r.json();
 			errors = 0;
 			if (j.status === 'verified') {

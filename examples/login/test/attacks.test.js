@@ -73,9 +73,34 @@ function setCookies(res) {
 	return out;
 }
 
-/* the value of cookie name (the __Host- form or the plain one) */
-function cookieValue(jar, name) {
-	return jar[`__Host-${name}`] ?? jar[name];
+/* the Host header a dev server (OTP_LINK_DEV=1) insists on: its PUBLIC_URL's */
+function hostOf(env) {
+	return env.OTP_LINK_DEV === '1' && env.PUBLIC_URL ? { Host: new URL(env.PUBLIC_URL).host } : {};
+}
+
+/* the login cookie a response sets: { key, uuid, binding, cookie: "name=value" } */
+function loginCookie(res) {
+	const jar = setCookies(res);
+	const name = Object.keys(jar).find((n) => n.startsWith('__Host-otp_login_') && jar[n]);
+	if (!name)
+		return null;
+	const [uuid, binding] = jar[name].split('.');
+	return { key: name.slice('__Host-otp_login_'.length), uuid, binding, cookie: `${name}=${jar[name]}` };
+}
+
+/* one raw request (bytes exactly as given) to 127.0.0.1:port: { status, text } */
+function rawRequest(port, bytes) {
+	return new Promise((resolve, reject) => {
+		const sock = net.connect(port, '127.0.0.1', () => sock.end(Buffer.from(bytes, 'latin1')));
+		const chunks = [];
+		sock.setTimeout(8000, () => sock.destroy(new Error('raw request: timeout')));
+		sock.on('data', (c) => chunks.push(c));
+		sock.on('error', reject);
+		sock.on('close', () => {
+			const text = Buffer.concat(chunks).toString('latin1');
+			resolve({ status: Number((/^HTTP\/1\.1 (\d{3})/.exec(text) || [])[1]), text });
+		});
+	});
 }
 
 /*
@@ -106,7 +131,7 @@ async function startServer(env, { port } = {}) {
 		if (exited !== null)
 			return { exited, log: () => out, stop, port };
 		try {
-			if ((await request(port, 'GET', '/healthz')).status === 200)
+			if ((await request(port, 'GET', '/healthz', { headers: hostOf(env) })).status === 200)
 				return { exited: null, log: () => out, stop, port, proc };
 		} catch {
 			/* not yet */
@@ -145,17 +170,24 @@ async function main() {
 	const victimPort = await freePort();
 	const VICTIM = `http://login.app.localhost:${victimPort}`;
 	const EVIL = `http://evil.app.localhost:${evilPort}`;
+	const VHOST = { Host: `login.app.localhost:${victimPort}` };
+	const JSON_VHOST = { 'Content-Type': 'application/json', ...VHOST };
+	/* the tests share the rate-limit bucket of 127.0.0.1 (10 per 15 minutes): a throw-away cluster, so empty it */
+	const freshLocalBucket = () => q("UPDATE otp_link.links SET rate_key = 'spent:' || rate_key WHERE rate_key = 'ip:127.0.0.1'");
 
 	/* the attacker's page: tosses cookies for the parent domain, then sends the victim on */
-	const tossed = { binding: null, sid: null, token: null };
+	const tossed = { login: null, sid: null, link: null };
 	const evil = http.createServer((req, res) => {
 		const u = new URL(req.url, EVIL);
-		const plant = (name, value) => ['/', '/login', '/login/complete'].flatMap((p) => [
-			`${name}=${encodeURIComponent(value)}; Domain=app.localhost; Path=${p}`,
-			`__Host-${name}=${encodeURIComponent(value)}; Domain=app.localhost; Path=/; Secure`,
-		]);
+		/* ?nbsp=1: only "\xa0__Host-name" (a raw 0xA0 byte; Chromium does not take it for a __Host- name) */
+		const plant = (name, value) => (u.searchParams.get('nbsp') ?
+			['/', '/login', '/login/complete'].map((p) => `\xa0__Host-${name}=${value}; Domain=app.localhost; Path=${p}`) :
+			['/', '/login', '/login/complete'].flatMap((p) => [
+				`${name}=${value}; Domain=app.localhost; Path=${p}`,
+				`__Host-${name}=${value}; Domain=app.localhost; Path=/; Secure`,
+			]));
 		if (u.pathname === '/toss-binding') {
-			res.writeHead(302, { 'Set-Cookie': plant('otp_binding', tossed.binding), Location: `${VICTIM}/login/complete?token=${tossed.token}` });
+			res.writeHead(302, { 'Set-Cookie': plant(`otp_login_${tossed.login.key}`, `${tossed.login.uuid}.${tossed.login.binding}`), Location: tossed.link });
 		} else if (u.pathname === '/toss-sid') {
 			res.writeHead(302, { 'Set-Cookie': plant('sid', tossed.sid), Location: `${VICTIM}/` });
 		} else
@@ -176,15 +208,18 @@ async function main() {
 
 		/* the attacker's own login on the victim's site, verified from the attacker's phone, not redeemed */
 		async function attackerLink() {
-			const s = await request(victimPort, 'POST', '/login/start', { headers: { 'Content-Type': 'application/json' }, body: {} });
+			await freshLocalBucket();
+			const s = await request(victimPort, 'POST', '/login/start', { headers: JSON_VHOST, body: {} });
 			expect(s.status === 200, `start: HTTP ${s.status} ${s.body}`);
-			const jar = setCookies(s);
+			const login = loginCookie(s);
 			const draft = JSON.parse(s.body).draft;
-			const sent = await request(victimPort, 'POST', '/dev/whatsapp/send', { headers: { 'Content-Type': 'application/json' }, body: { from: ATTACKER_PHONE, text: draft } });
+			const sent = await request(victimPort, 'POST', '/dev/whatsapp/send', { headers: JSON_VHOST, body: { from: ATTACKER_PHONE, text: draft } });
 			expect(JSON.parse(sent.body).outcome === 'verified', `send: ${sent.body}`);
-			const m = await request(victimPort, 'GET', `/dev/whatsapp/messages?phone=${ATTACKER_DIGITS}`);
+			const m = await request(victimPort, 'GET', `/dev/whatsapp/messages?phone=${ATTACKER_DIGITS}`, { headers: VHOST });
 			const body = JSON.parse(m.body).messages.pop().body;
-			return { binding: cookieValue(jar, 'otp_binding'), uuid: cookieValue(jar, 'otp_pending'), token: /token=([A-Za-z0-9_-]+)/.exec(body)[1] };
+			const link = /https?:\/\/\S+/.exec(body)[0];
+			expect(link.startsWith(`${VICTIM}/login/complete?login=${login.key}&token=`), `the {link}: ${link}`);
+			return { login, link, uuid: login.uuid, path: link.slice(VICTIM.length) };
 		}
 
 		/* ---------------------------------------------------------------- 2: cookie tossing */
@@ -193,7 +228,7 @@ async function main() {
 			const r = await request(prod.port, 'POST', '/login/start', { headers: { 'Content-Type': 'application/json', 'X-Forwarded-For': '198.51.100.20' }, body: {} });
 			expect(r.status === 200, `HTTP ${r.status}`);
 			const cookies = r.headers['set-cookie'] || [];
-			expect(cookies.length === 2, `Set-Cookie: ${JSON.stringify(cookies)}`);
+			expect(cookies.length === 1 && cookies[0].startsWith('__Host-otp_login_'), `Set-Cookie: ${JSON.stringify(cookies)}`);
 			for (const c of cookies) {
 				const attrs = c.split(';').map((a) => a.trim().toLowerCase());
 				expect(c.startsWith('__Host-') && attrs.includes('path=/') && attrs.includes('secure') &&
@@ -205,59 +240,84 @@ async function main() {
 			const r = await request(prod.port, 'GET', '/');
 			const hsts = r.headers['strict-transport-security'] || '';
 			expect(/^max-age=(\d+)/.test(hsts) && Number(/max-age=(\d+)/.exec(hsts)[1]) >= 15552000, `Strict-Transport-Security: ${JSON.stringify(hsts)}`);
-			const v = await request(victimPort, 'GET', '/');
+			const v = await request(victimPort, 'GET', '/', { headers: VHOST });
 			expect(!v.headers['strict-transport-security'], 'HSTS on http');
 		});
 
 		await check('#2 the first cookie of a name wins (a planted later one is ignored)', async () => {
 			const r = await request(prod.port, 'POST', '/login/start', { headers: { 'Content-Type': 'application/json', 'X-Forwarded-For': '198.51.100.21' }, body: {} });
-			const uuid = cookieValue(setCookies(r), 'otp_pending');
-			const other = crypto.randomUUID();
-			const st = await request(prod.port, 'GET', '/login/status', {
-				headers: { Cookie: `__Host-otp_pending=${uuid}; otp_pending=${uuid}; __Host-otp_pending=${other}; otp_pending=${other}` },
+			const l = loginCookie(r);
+			const name = `__Host-otp_login_${l.key}`;
+			const other = `${crypto.randomUUID()}.${crypto.randomBytes(32).toString('base64url')}`;
+			const st = await request(prod.port, 'GET', `/login/status?login=${l.key}`, {
+				headers: { Cookie: `${l.cookie}; ${name}=${other}; otp_login_${l.key}=${other}` },
 			});
 			expect(st.status === 200 && JSON.parse(st.body).status === 'pending', `HTTP ${st.status} ${st.body}`);
 		});
 
-		const [vctx, vpage] = await newContext(browser, ALLOWED_HOSTS, outside);
-		let attacker = null;
-		await check('#2 Chromium: a sibling host tosses the attacker\'s binding (Domain=app.localhost) and sends the victim to the attacker\'s link: not logged in as the attacker, link not used up', async () => {
-			attacker = await attackerLink();
-			Object.assign(tossed, { binding: attacker.binding, token: attacker.token });
-			const r = await vpage.goto(`${EVIL}/toss-binding`);
-			const planted = (await vctx.cookies(VICTIM)).map((c) => `${c.name}@${c.domain}`);
-			expect(planted.includes('otp_binding@.app.localhost'), `the toss itself did not work: ${planted.join(', ')}`);
-			expect(!planted.some((c) => c.startsWith('__Host-')), `Chromium kept a __Host- cookie with Domain: ${planted.join(', ')}`);
-			expect(new URL(vpage.url()).host === `login.app.localhost:${victimPort}`, `at ${vpage.url()}`);
-			const home = await vpage.goto(`${VICTIM}/`);
-			expect(home.status() === 200, `HTTP ${home.status()}`);
-			if (await vpage.locator('#welcome').count())
-				throw new Error(`the victim is logged in as ${await vpage.locator('#who-phone').innerText()} (redeem answered HTTP ${r.status()})`);
-			expect(r.status() === 403, `redeem answered HTTP ${r.status()}, not 403 binding_mismatch`);
-			expect(await redeemedAt(attacker.uuid) === null, 'the attacker\'s link was used up');
+		await check('#2 (review of #18, 1) a cookie name that is not a token ("\\xa0__Host-sid", "\\v__Host-sid", "\\f__Host-sid") is not read as __Host-sid', async () => {
+			const own = await attackerLink();
+			const done = await request(victimPort, 'GET', own.path, { headers: { ...VHOST, Cookie: own.login.cookie } });
+			expect(done.status === 303, `the attacker's own login: HTTP ${done.status}`);
+			const sid = setCookies(done)['__Host-sid'];
+			const plain = await rawRequest(victimPort, `GET / HTTP/1.1\r\nHost: ${VHOST.Host}\r\nCookie: __Host-sid=${sid}\r\nConnection: close\r\n\r\n`);
+			expect(plain.status === 200 && /id="welcome"/.test(plain.text), `the session itself does not work: HTTP ${plain.status}`);
+			for (const prefix of ['\xa0', '\x0b', '\x0c', ' \xa0', '\xa0 ']) {
+				const r = await rawRequest(victimPort, `GET / HTTP/1.1\r\nHost: ${VHOST.Host}\r\nCookie: ${prefix}__Host-sid=${sid}\r\nConnection: close\r\n\r\n`);
+				/* (Node itself answers 400 to some control characters in a header) */
+				expect((r.status === 200 || r.status === 400) && !/id="welcome"/.test(r.text), `Cookie: ${JSON.stringify(prefix)}__Host-sid=<attacker's session>: HTTP ${r.status}, logged in`);
+			}
 		});
 
-		await check('#2 Chromium: a sibling host tosses the attacker\'s session id: the victim is not logged in as the attacker', async () => {
-			const own = await attackerLink();
-			const done = await request(victimPort, 'GET', `/login/complete?token=${own.token}`, {
-				headers: { Cookie: `__Host-otp_binding=${own.binding}; otp_binding=${own.binding}` },
-			});
-			expect(done.status === 303, `the attacker's own login: HTTP ${done.status}`);
-			tossed.sid = cookieValue(setCookies(done), 'sid');
+		const [vctx, vpage] = await newContext(browser, ALLOWED_HOSTS, outside);
+		/* the victim has a login of its own in progress, whose cookie the tossed one must not displace */
+		async function victimStarts() {
 			await vctx.clearCookies();
-			await vpage.goto(`${EVIL}/toss-sid`);
-			expect(new URL(vpage.url()).host === `login.app.localhost:${victimPort}`, `at ${vpage.url()}`);
-			const planted = (await vctx.cookies(VICTIM)).map((c) => `${c.name}@${c.domain}`);
-			expect(planted.includes('sid@.app.localhost'), `the toss itself did not work: ${planted.join(', ')}`);
-			if (await vpage.locator('#welcome').count())
-				throw new Error(`the victim is logged in as ${await vpage.locator('#who-phone').innerText()}`);
-			expect(await vpage.locator('#start').count() === 1, 'no login button');
-		});
+			await freshLocalBucket();
+			await vpage.goto(`${VICTIM}/`);
+			await vpage.click('#start');
+			await vpage.locator('#step-link').waitFor({ state: 'visible' });
+		}
+		for (const [variant, query, plantedName] of [['Domain=app.localhost', '', (k) => `otp_login_${k}`], ['"\\xa0__Host-" (a raw 0xA0 byte)', '?nbsp=1', (k) => `__Host-otp_login_${k}`]]) {
+			await check(`#2 Chromium: a sibling host tosses the attacker's binding (${variant}) and sends the victim to the attacker's link: not logged in as the attacker, link not used up`, async () => {
+				const attacker = await attackerLink();
+				await victimStarts();
+				Object.assign(tossed, { login: attacker.login, link: attacker.link });
+				const r = await vpage.goto(`${EVIL}/toss-binding${query}`);
+				const planted = (await vctx.cookies(VICTIM)).map((c) => `${c.name}@${c.domain}`);
+				expect(planted.some((c) => c.endsWith(`${plantedName(attacker.login.key)}@.app.localhost`)), `the toss itself did not work: ${planted.join(', ')}`);
+				/* (playwright reports the "\xa0__Host-" name without its 0xA0; Chromium sends it with) */
+				expect(query || !planted.some((c) => c.startsWith('__Host-') && c.endsWith('@.app.localhost')), `Chromium kept a __Host- cookie with Domain: ${planted.join(', ')}`);
+				expect(new URL(vpage.url()).host === `login.app.localhost:${victimPort}`, `at ${vpage.url()}`);
+				const home = await vpage.goto(`${VICTIM}/`);
+				expect(home.status() === 200, `HTTP ${home.status()}`);
+				if (await vpage.locator('#welcome').count())
+					throw new Error(`the victim is logged in as ${await vpage.locator('#who-phone').innerText()} (redeem answered HTTP ${r.status()})`);
+				expect(r.status() === 403, `redeem answered HTTP ${r.status()}, not 403 binding_mismatch`);
+				expect(await redeemedAt(attacker.uuid) === null, 'the attacker\'s link was used up');
+			});
+
+			await check(`#2 Chromium: a sibling host tosses the attacker's session id (${variant}): the victim is not logged in as the attacker`, async () => {
+				const own = await attackerLink();
+				const done = await request(victimPort, 'GET', own.path, { headers: { ...VHOST, Cookie: own.login.cookie } });
+				expect(done.status === 303, `the attacker's own login: HTTP ${done.status}`);
+				tossed.sid = setCookies(done)['__Host-sid'];
+				await vctx.clearCookies();
+				await vpage.goto(`${EVIL}/toss-sid${query}`);
+				expect(new URL(vpage.url()).host === `login.app.localhost:${victimPort}`, `at ${vpage.url()}`);
+				const planted = (await vctx.cookies(VICTIM)).map((c) => `${c.name}@${c.domain}`);
+				expect(planted.some((c) => c.endsWith(`${query ? '__Host-sid' : 'sid'}@.app.localhost`)), `the toss itself did not work: ${planted.join(', ')}`);
+				if (await vpage.locator('#welcome').count())
+					throw new Error(`the victim is logged in as ${await vpage.locator('#who-phone').innerText()}`);
+				expect(await vpage.locator('#start').count() === 1, 'no login button');
+			});
+		}
 
 		/* ---------------------------------------------------------------- 3: tokens of other flows */
 
 		const B = crypto.randomBytes(32).toString('base64url');
-		const withBinding = { Cookie: `__Host-otp_binding=${B}; otp_binding=${B}` };
+		const K = crypto.randomBytes(12).toString('base64url');
+		const withBinding = { Cookie: `__Host-otp_login_${K}=${crypto.randomUUID()}.${B}; otp_login_${K}=x.${B}` };
 		await check('#3 /login/complete refuses tokens of another instance, another purpose, an unbound link (invalid_token, not used up); its own works', async () => {
 			const other = (await q(`SELECT (otp_link.otp_link_instance_create('+1 555 010 0002', 'another app')->>'uuid') AS id`))[0].id;
 			const foreign = [
@@ -267,13 +327,13 @@ async function main() {
 				['no purpose', await verifiedToken(inst, B, { return_to: '/' })],
 			];
 			for (const [what, l] of foreign) {
-				const r = await request(prod.port, 'GET', `/login/complete?token=${l.token}`, { headers: withBinding });
+				const r = await request(prod.port, 'GET', `/login/complete?login=${K}&token=${l.token}`, { headers: withBinding });
 				expect(r.status === 404 && /id="result">invalid_token</.test(r.body), `${what}: HTTP ${r.status} ${r.headers.location || ''}`);
 				expect(!(r.headers['set-cookie'] || []).some((c) => /sid=/.test(c)), `${what}: a session cookie`);
 				expect(await redeemedAt(l.uuid) === null, `${what}: the token was used up`);
 			}
 			const own = await verifiedToken(inst, B, { purpose: 'login', return_to: '/' });
-			const r = await request(prod.port, 'GET', `/login/complete?token=${own.token}`, { headers: withBinding });
+			const r = await request(prod.port, 'GET', `/login/complete?login=${K}&token=${own.token}`, { headers: withBinding });
 			expect(r.status === 303 && (r.headers['set-cookie'] || []).some((c) => /sid=/.test(c)), `own link: HTTP ${r.status}`);
 		});
 
@@ -284,7 +344,7 @@ async function main() {
 				'https://evil.example/', '/\n/evil.example', 'javascript:alert(1)'];
 			for (const rt of bad) {
 				const l = await verifiedToken(inst, B, { purpose: 'login', return_to: rt });
-				const r = await request(prod.port, 'GET', `/login/complete?token=${l.token}`, { headers: withBinding });
+				const r = await request(prod.port, 'GET', `/login/complete?login=${K}&token=${l.token}`, { headers: withBinding });
 				expect(r.status === 303, `${JSON.stringify(rt)}: HTTP ${r.status}`);
 				const to = new URL(r.headers.location, PROD_ORIGIN);
 				expect(to.origin === PROD_ORIGIN && to.pathname === '/', `${JSON.stringify(rt)} sends the browser to ${to.href} (Location ${JSON.stringify(r.headers.location)})`);
@@ -293,11 +353,11 @@ async function main() {
 
 		await check('#4 a return_to of this site survives, from the login page\'s ?return_to to the redirect', async () => {
 			const s = await request(prod.port, 'POST', '/login/start', { headers: { 'Content-Type': 'application/json', 'X-Forwarded-For': '198.51.100.22' }, body: { return_to: '/account?tab=2#keys' } });
-			const uuid = cookieValue(setCookies(s), 'otp_pending');
+			const { uuid } = loginCookie(s);
 			const m = await q('SELECT metadata FROM otp_link.links WHERE id = $1', [uuid]);
 			expect(m[0].metadata.return_to === '/account?tab=2#keys' && m[0].metadata.purpose === 'login', `metadata ${JSON.stringify(m[0].metadata)}`);
 			const l = await verifiedToken(inst, B, { purpose: 'login', return_to: '/account?tab=2#keys' });
-			const r = await request(prod.port, 'GET', `/login/complete?token=${l.token}`, { headers: withBinding });
+			const r = await request(prod.port, 'GET', `/login/complete?login=${K}&token=${l.token}`, { headers: withBinding });
 			expect(new URL(r.headers.location, PROD_ORIGIN).href === `${PROD_ORIGIN}/account?tab=2#keys`, `Location ${r.headers.location}`);
 		});
 
@@ -315,6 +375,49 @@ async function main() {
 			}
 		});
 
+		await check('#5 (review of #18, 2) OTP_LINK_DEV=1 answers only this machine\'s browser: a proxy header or another Host gets 403 and sends nothing', async () => {
+			const before = (await q('SELECT count(*)::int AS n FROM inbox'))[0].n;
+			const send = { from: ATTACKER_PHONE, text: 'hello' };
+			const refused = [
+				['X-Forwarded-For', { ...JSON_VHOST, 'X-Forwarded-For': '203.0.113.9' }],
+				['Forwarded', { ...JSON_VHOST, Forwarded: 'for=203.0.113.9' }],
+				['X-Real-IP', { ...JSON_VHOST, 'X-Real-IP': '203.0.113.9' }],
+				['Host of a tunnel', { 'Content-Type': 'application/json', Host: 'abc123.ngrok.example' }],
+				['Host 127.0.0.1 (not PUBLIC_URL\'s)', { 'Content-Type': 'application/json', Host: `127.0.0.1:${victimPort}` }],
+			];
+			for (const [what, headers] of refused) {
+				const r = await request(victimPort, 'POST', '/dev/whatsapp/send', { headers, body: send });
+				expect(r.status === 403, `${what}: /dev/whatsapp/send answered HTTP ${r.status} ${r.body}`);
+				const m = await request(victimPort, 'GET', `/dev/whatsapp/messages?phone=${ATTACKER_DIGITS}`, { headers });
+				expect(m.status === 403, `${what}: /dev/whatsapp/messages answered HTTP ${m.status}`);
+				const h = await request(victimPort, 'GET', '/', { headers });
+				expect(h.status === 403, `${what}: / answered HTTP ${h.status}`);
+			}
+			expect((await q('SELECT count(*)::int AS n FROM inbox'))[0].n === before, 'a refused request wrote to the inbox');
+			const ok = await request(victimPort, 'POST', '/dev/whatsapp/send', { headers: JSON_VHOST, body: send });
+			expect(ok.status === 200, `this machine's browser: HTTP ${ok.status} ${ok.body}`);
+		});
+
+		await check('#6 (review of #18, 4) unparsable request targets (//a:99999/, //[, //x:1:2/, //%5B/, http://[::1) are 4xx, not 500', async () => {
+			for (const t of ['//a:99999/', '//[', '//x:1:2/', '//%5B/', 'http://[::1', 'http://x:badport/', '*']) {
+				for (const [port, host] of [[prod.port, 'login.example.test'], [victimPort, VHOST.Host]]) {
+					const r = await rawRequest(port, `GET ${t} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+					expect(r.status >= 400 && r.status < 500, `GET ${t}: HTTP ${r.status}`);
+				}
+			}
+			const r = await rawRequest(prod.port, 'GET //evil.example/login/complete?token=x HTTP/1.1\r\nHost: login.example.test\r\nConnection: close\r\n\r\n');
+			expect(r.status === 404, `GET //evil.example/login/complete is routed: HTTP ${r.status}`);
+		});
+
+		await check('#6 (review of #18, 4) JSON bodies that are not an object (null, [], 5, "x") are 400, not 500, and leak no stack', async () => {
+			for (const body of ['null', '[]', '5', '"x"', '{']) {
+				const a = await request(victimPort, 'POST', '/dev/whatsapp/send', { headers: JSON_VHOST, body });
+				expect(a.status === 400 && !/at \S+ \(|node:|\.js:\d/.test(a.body), `/dev/whatsapp/send ${body}: HTTP ${a.status} ${a.body}`);
+				const b = await request(prod.port, 'POST', '/login/start', { headers: { 'Content-Type': 'application/json', 'X-Forwarded-For': '198.51.100.23' }, body });
+				expect(b.status === 400 && !/at \S+ \(|node:|\.js:\d/.test(b.body), `/login/start ${body}: HTTP ${b.status} ${b.body}`);
+			}
+		});
+
 		/* ---------------------------------------------------------------- 6: bad input */
 
 		await check('#6 a malformed cookie (foo=%), even another application\'s, does not break the pages', async () => {
@@ -328,7 +431,7 @@ async function main() {
 
 		await check('#6 bad otp_pending values and tokens are 4xx, not 500', async () => {
 			for (const v of ['-'.repeat(36), 'zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz', crypto.randomUUID(), '%00']) {
-				const r = await request(prod.port, 'GET', '/login/status', { headers: { Cookie: `__Host-otp_pending=${v}; otp_pending=${v}` } });
+				const r = await request(prod.port, 'GET', `/login/status?login=${K}`, { headers: { Cookie: `__Host-otp_login_${K}=${v}.${B}; otp_login_${K}=${v}.${B}` } });
 				expect(r.status === 404, `otp_pending ${v}: HTTP ${r.status} ${r.body}`);
 			}
 			for (const t of ['%00', '%FF', 'a%00b', encodeURIComponent('é'.repeat(10)), 'A'.repeat(300), '%E2%80%AE']) {
@@ -350,6 +453,30 @@ async function main() {
 			expect(over.status === 429, `the 11th request of 198.51.100.7 (spoofed left part): HTTP ${over.status}`);
 			const other = await start('198.51.100.8');
 			expect(other.status === 200, `another client behind the same proxy: HTTP ${other.status} ${other.body}`);
+		});
+
+		await check('#1 (review of #18, 3) X-Forwarded-For hops with a port or brackets (1.2.3.4:443, [v6], [v6]:443) are that client, not the proxy', async () => {
+			const keyOf = async (xff) => {
+				const r = await request(prod.port, 'POST', '/login/start', { headers: { 'Content-Type': 'application/json', 'X-Forwarded-For': xff }, body: {} });
+				expect(r.status === 200, `X-Forwarded-For ${xff}: HTTP ${r.status} ${r.body}`);
+				return (await q('SELECT rate_key FROM otp_link.links WHERE id = $1', [loginCookie(r).uuid]))[0].rate_key;
+			};
+			for (const [xff, want] of [['198.51.101.1:44331', 'ip:198.51.101.1'], ['10.0.0.1, 198.51.101.2:1', 'ip:198.51.101.2'],
+				['[2001:db8:55:1::1]', 'ip:2001:db8:55:1::/64'], ['[2001:db8:55:2::1]:443', 'ip:2001:db8:55:2::/64'],
+				['198.51.101.3', 'ip:198.51.101.3']]) {
+				const got = await keyOf(xff);
+				expect(got === want, `X-Forwarded-For ${xff}: rate_key ${got}, not ${want}`);
+			}
+		});
+
+		await check('#1 (review of #18, 3) TRUST_PROXY set and no usable hop (no X-Forwarded-For, "unknown", a name): 400 and a warning, never the proxy\'s shared address', async () => {
+			for (const headers of [{}, { 'X-Forwarded-For': 'unknown' }, { 'X-Forwarded-For': 'proxy.internal:80' }, { 'X-Forwarded-For': '[198.51.101.4' }]) {
+				const r = await request(prod.port, 'POST', '/login/start', { headers: { 'Content-Type': 'application/json', ...headers }, body: {} });
+				expect(r.status === 400 && !loginCookie(r), `X-Forwarded-For ${JSON.stringify(headers['X-Forwarded-For'])}: HTTP ${r.status} ${r.body}`);
+			}
+			await new Promise((r) => setTimeout(r, 200));
+			expect(/WARNING: TRUST_PROXY=1 but a request's X-Forwarded-For/.test(prod.log()), `no warning:\n${prod.log()}`);
+			expect((prod.log().match(/WARNING: TRUST_PROXY=1 but/g) || []).length === 1, 'the warning is not rate-limited');
 		});
 
 		await check('#1 IPv6 clients are limited per /64, IPv4-mapped addresses as IPv4', async () => {
@@ -380,9 +507,10 @@ async function main() {
 
 		/* ---------------------------------------------------------------- 7 and the README */
 
-		await check('the README says how to run behind a proxy (TRUST_PROXY) and to keep the app role\'s parameters out of the server log', async () => {
+		await check('the README says how to run behind a proxy (TRUST_PROXY) and to keep the app role\'s parameters out of the server log, and names the inherent limits', async () => {
 			const readme = fs.readFileSync(README, 'utf8');
-			for (const want of ['TRUST_PROXY', 'X-Forwarded-For', 'log_parameter_max_length = 0', 'log_parameter_max_length_on_error', 'Strict-Transport-Security', '__Host-'])
+			for (const want of ['TRUST_PROXY', 'X-Forwarded-For', 'log_parameter_max_length = 0', 'log_parameter_max_length_on_error', 'Strict-Transport-Security', '__Host-',
+				'Serve nothing else on the login host name, on any port', 'forwards the reply\'s link', 'statement parameter of both', '/48', 'cookie bomb', 'append more than one address'])
 				expect(readme.includes(want), `README does not mention ${want}`);
 		});
 

@@ -39,6 +39,7 @@ async function main() {
 		let waLink = null;
 		let uuid = null;
 		let loginUrl = null;
+		let loginKey = null;
 
 		await check('the home page offers "Log in with WhatsApp"', async () => {
 			const r = await page.goto(`${BASE}/`);
@@ -56,18 +57,18 @@ async function main() {
 			expect(/Waiting for your WhatsApp message/.test(await page.locator('#status').innerText()), 'status is not "waiting"');
 		});
 
-		await check('the binding is a 32-byte __Host- cookie (Secure, HttpOnly, Path=/), invisible to scripts, stored only as its SHA-256', async () => {
-			const cookies = await ctx.cookies(`${BASE}/login/complete`);
-			const binding = cookies.find((c) => c.name === '__Host-otp_binding');
-			const pending = cookies.find((c) => c.name === '__Host-otp_pending');
-			expect(binding && pending, `missing cookies: ${cookies.map((c) => c.name).join(', ')}`);
-			for (const c of [binding, pending])
-				expect(c.httpOnly && c.secure && c.sameSite === 'Lax' && c.path === '/' && c.domain === '127.0.0.1', `cookie flags ${JSON.stringify(c)}`);
-			expect(/^[A-Za-z0-9_-]{43}$/.test(binding.value) && Buffer.from(binding.value, 'base64url').length === 32, 'not 32 random bytes');
-			expect(!(await page.evaluate(() => document.cookie)).includes('otp_binding'), 'script can read the binding');
-			uuid = pending.value;
+		await check('the binding is a 32-byte __Host- cookie of this login (Secure, HttpOnly, Path=/), invisible to scripts, stored only as its SHA-256', async () => {
+			const cookies = (await ctx.cookies(`${BASE}/login/complete`)).filter((c) => c.name.startsWith('__Host-otp_login_'));
+			expect(cookies.length === 1, `cookies: ${cookies.map((c) => c.name).join(', ')}`);
+			const [c] = cookies;
+			expect(c.httpOnly && c.secure && c.sameSite === 'Lax' && c.path === '/' && c.domain === '127.0.0.1', `cookie flags ${JSON.stringify(c)}`);
+			loginKey = c.name.slice('__Host-otp_login_'.length);
+			const [pending, binding] = c.value.split('.');
+			expect(/^[A-Za-z0-9_-]{43}$/.test(binding) && Buffer.from(binding, 'base64url').length === 32, 'not 32 random bytes');
+			expect(!(await page.evaluate(() => document.cookie)).includes('otp_login'), 'script can read the binding');
+			uuid = pending;
 			const rows = await q(`SELECT binding_hash = sha256(convert_to($2, 'UTF8')) AS same, status
-				FROM otp_link.links WHERE id = $1`, [uuid, binding.value]);
+				FROM otp_link.links WHERE id = $1`, [uuid, binding]);
 			expect(rows.length === 1 && rows[0].same === true, 'binding_hash is not the digest of the cookie');
 			expect(rows[0].status === 'pending', `status ${rows[0].status}`);
 		});
@@ -103,19 +104,21 @@ async function main() {
 			expect(text.includes(`Number +${USER_DIGITS.slice(0, 2)}${'•'.repeat(USER_DIGITS.length - 5)}${USER_DIGITS.slice(-3)} verified`), `status says ${JSON.stringify(text)}`);
 			expect(/Not your number\?/.test(text), 'no advice for a number that is not theirs');
 			expect(!(await page.content()).includes(USER_DIGITS), 'the number appears unmasked');
-			const r = await page.evaluate(async () => (await fetch('/login/status')).json());
+			const r = await page.evaluate(async (k) => (await fetch(`/login/status?login=${k}`)).json(), loginKey);
+			expect(r.status === 'verified', `status JSON ${JSON.stringify(r)}`);
 			expect(!JSON.stringify(r).includes(USER_DIGITS.slice(2, -3)), `status JSON ${JSON.stringify(r)}`);
 		});
 
 		await check('the held WhatsApp reply carries the one-time {link}; the demo provider delivers it', async () => {
 			await page.locator('#continue').waitFor();
 			loginUrl = await page.locator('#continue').getAttribute('href');
-			const re = new RegExp(`^${BASE.replace(/[.]/g, '\\.')}/login/complete\\?token=[A-Za-z0-9_-]{32,}$`);
+			const re = new RegExp(`^${BASE.replace(/[.]/g, '\\.')}/login/complete\\?login=${loginKey}&token=[A-Za-z0-9_-]{32,}$`);
 			expect(re.test(loginUrl), `login link ${loginUrl}`);
 			const rows = await q(`SELECT status, payload->>'body' AS body FROM otp_link.deliveries
 				WHERE kind = 'reply' AND link_id = $1`, [uuid]);
 			expect(rows.length === 1 && rows[0].status === 'delivered', `reply rows ${JSON.stringify(rows)}`);
 			expect(rows[0].body.startsWith(`Here is your login link: ${loginUrl}\n`), `reply body ${rows[0].body}`);
+			expect(/Do not share or forward this link/.test(rows[0].body), `the reply does not warn against sharing the link: ${rows[0].body}`);
 			await page.screenshot({ path: SHOT });
 		});
 
@@ -128,6 +131,7 @@ async function main() {
 			expect(r.status() === 403, `HTTP ${r.status()}`);
 			expect((await page2.locator('#result').innerText()) === 'binding_mismatch', 'result is not binding_mismatch');
 			expect(/Wrong browser/.test(await page2.locator('h1').innerText()), 'no "Wrong browser" title');
+			expect(/Do not share or forward this link/.test(await page2.locator('#problem').innerText()), 'the page does not warn against sharing the link');
 			const rows = await q('SELECT redeemed_at FROM otp_link.links WHERE id = $1', [uuid]);
 			expect(rows[0].redeemed_at === null, 'the mismatch used the token up');
 			if (SHOT_DIR)
@@ -141,7 +145,7 @@ async function main() {
 			const chat = await page.locator('#who-chat').innerText();
 			expect(phone === `+${USER_DIGITS}` && chat === `${USER_DIGITS}@c.us`, `shows ${phone} / ${chat}`);
 			const cookies = await ctx.cookies(`${BASE}/login/complete`);
-			expect(!cookies.some((c) => c.name === '__Host-otp_binding'), 'the binding cookie was not cleared');
+			expect(!cookies.some((c) => c.name === `__Host-otp_login_${loginKey}`), 'the binding cookie was not cleared');
 			expect(cookies.some((c) => c.name === '__Host-sid' && c.httpOnly && c.secure), 'no HttpOnly, Secure session cookie');
 			const rows = await q('SELECT redeemed_at FROM otp_link.links WHERE id = $1', [uuid]);
 			expect(rows[0].redeemed_at !== null, 'not redeemed in the database');
@@ -172,6 +176,30 @@ async function main() {
 			await Promise.all([page.waitForURL(`${BASE}/`), page.click('#logout')]);
 			await page.locator('#start').waitFor();
 			expect(!(await ctx.cookies(BASE)).some((c) => c.name === '__Host-sid'), 'session cookie still there');
+		});
+
+		await check('two tabs of one browser: a login started in tab 2 does not break tab 1\'s (tab 1 sees its verification, its link logs in)', async () => {
+			await page.goto(`${BASE}/`);
+			await page.click('#start');
+			await page.locator('#step-link').waitFor({ state: 'visible' });
+			const tab2 = await ctx.newPage();
+			await tab2.goto(`${BASE}/`);
+			await tab2.click('#start');
+			await tab2.locator('#step-link').waitFor({ state: 'visible' });
+			/* the user sends tab 1's message (its QR code is still on screen) */
+			await page.fill('#phone-from', USER_PHONE);
+			await page.click('#send');
+			await page.locator('#status.ok').waitFor();
+			await page.locator('#continue').waitFor();
+			const r = await Promise.all([page.waitForURL(`${BASE}/`), page.click('#continue')]).then(() => null, (e) => e);
+			const result = await page.locator('#result').count() ? await page.locator('#result').innerText() : null;
+			expect(!r && result === null, `tab 1's link: ${result || r}`);
+			await page.locator('#welcome').waitFor();
+			const key = (await ctx.cookies(BASE)).map((c) => c.name).find((n) => n.startsWith('__Host-otp_login_'));
+			expect(key, 'tab 2\'s login cookie is gone');
+			const j = await tab2.evaluate(async (k) => (await fetch(`/login/status?login=${k}`)).json(), key.slice('__Host-otp_login_'.length));
+			expect(j.status === 'pending', `tab 2's login: ${JSON.stringify(j)}`);
+			await tab2.close();
 		});
 
 		await check('no request left 127.0.0.1', async () => {
