@@ -506,6 +506,15 @@ BEGIN
 					  DETAIL = pg_catalog.format('%s is %s; otp_link passes no variables.', col, p),
 					  HINT = 'Write the value into the path, e.g. $.type == "text".';
 		END IF;
+		-- datetime methods: comparing a date with a timestamptz raises even
+		-- in silent mode, which would refuse the whole payload
+		IF regexp_replace(p::text, '"(?:[^"\\]|\\.)*"', '""', 'g')
+		   ~ '\.(datetime|date|time|time_tz|timestamp|timestamp_tz)\(' THEN
+			RAISE EXCEPTION 'webhook format "%": % uses a datetime method', NEW.name, col
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = pg_catalog.format('%s is %s; a comparison of datetime values can raise an error whatever the payload, and a raised error refuses every message of it.', col, p),
+					  HINT = 'Compare the value as a string or a number instead, e.g. $.timestamp > 1700000000.';
+		END IF;
 		IF col <> 'text_filter'
 		   AND jsonb_typeof(jsonb_path_query_first('{}', p, '{}', true)) = 'boolean' THEN
 			RAISE EXCEPTION 'webhook format "%": % is a predicate, not a path', NEW.name, col
@@ -528,7 +537,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION otp_link.otp_link_webhook_format_check() IS
-'Trigger function: refuses (22023) a webhook format with a jsonpath variable, a text_filter that is no predicate, or another column that is one';
+'Trigger function: refuses (22023) a webhook format with a jsonpath variable or datetime method, a text_filter that is no predicate, or another column that is one';
 
 CREATE TRIGGER webhook_formats_check
 	BEFORE INSERT OR UPDATE ON otp_link.webhook_formats
@@ -545,7 +554,8 @@ VALUES
 	('whatsapp_cloud', '$.entry[*].changes[*].value', '$.messages[*]', '$.from', '$.text.body',
 	 '$.id', '$.metadata.display_phone_number', '$.type == "text"', NULL, true,
 	 'WhatsApp Cloud API (Meta): the messages webhook'),
-	('twilio', '$', '$', '$.From', '$.Body', '$.MessageSid', '$.To', 'exists($.Body)', 'whatsapp:', true,
+	('twilio', '$', '$', '$.From', '$.Body', '$.MessageSid', '$.To',
+	 'exists($.Body) && $.From starts with "whatsapp:"', 'whatsapp:', true,
 	 'Twilio Programmable Messaging: the incoming message webhook''s form parameters as a JSON object'),
 	('waha', '$ ? (@.event == "message")', '$.payload', '$.from', '$.body', '$.id', '$.me.id',
 	 '!($.fromMe == true) && !($.hasMedia == true)', NULL, true,

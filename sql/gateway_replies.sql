@@ -34,6 +34,13 @@ SELECT pg_temp.create('{"type": "green_api", "id_instance": "7105187566", "api_t
 SELECT pg_temp.create('{"type": "green_api", "id_instance": "7105187566", "api_token_instance": "abc\r\n"}');
 SELECT pg_temp.create('{"type": "green_api", "id_instance": "7105187566", "api_token_instance": "abc", "url": "javascript:alert(1)"}');
 SELECT pg_temp.create('{"type": "sms"}');
+-- credentials in a URL (user:password@host) would go out as basic auth
+-- and be echoed unredacted: refused for every type that sends
+SELECT pg_temp.create('{"type": "twilio", "account_sid": "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "auth_token": "t", "url": "http://usr:PASS@127.0.0.1:9/"}');
+SELECT pg_temp.create('{"type": "waha", "url": "https://usr:PASS@waha.example:3000", "api_key": "k"}');
+SELECT pg_temp.create('{"type": "green_api", "id_instance": "7105187566", "api_token_instance": "abc", "url": "https://PASS@api.green-api.com"}');
+SELECT pg_temp.create('{"type": "http", "url": "https://usr:PASS@app.example/replies"}');
+SELECT pg_temp.create('{"type": "whatsapp_cloud", "url": "https://usr:PASS@graph.facebook.com/v21.0/1/messages", "token": "t"}');
 SELECT count(*) AS instances_written FROM otp_link.instances;
 
 -- good ones; update refuses the same way and leaves the options as they were

@@ -51,6 +51,8 @@ SELECT a, e, otp_link.otp_link_verify_hmac('{"entry":[],"object":"whatsapp_busin
     ('sha1', 'base64', '!!!!'),
     ('sha1', 'base64', ''),
     ('sha256', 'base64', 'nLlgmjyVKlZHbd1Dfnm15DKVR6M='),
+    -- the URL-safe alphabet ('-' and '_' for '+' and '/') is not base64 here
+    ('sha256', 'base64', 'JJ69VMvj2869m8GfKJmRO-VFWAU0QPZaK8SGiqIgwb0='),
     ('sha1', 'hex', NULL)) AS v(a, e, s);
 -- names and secrets: stable SQLSTATEs
 SELECT pg_temp.err($$SELECT otp_link.otp_link_verify_hmac('x', 'ab', 'k', 'md5')$$);
@@ -103,7 +105,31 @@ SELECT otp_link.otp_link_verify_twilio_signature('https://mycompany.com/myapp.ph
        'Nc9Uz+jGzOQh6sKyooSdA4liZGk=', 'tok123') AS repeated,
        otp_link.otp_link_verify_twilio_signature('https://api.example/rpc/twilio_webhook',
        '{"Z": "", "MediaUrl": ["b", "a"], "Body": "hé [CODE]"}',
-       'Nc9Uz+jGzOQh6sKyooSdA4liZGk=', 'tok123') AS repeated_reordered;
+       'Nc9Uz+jGzOQh6sKyooSdA4liZGk=', 'tok123') AS repeated_reordered,
+       otp_link.otp_link_verify_twilio_signature('https://api.example/rpc/twilio_webhook',
+       '{"Z": "", "MediaUrl": ["b", "a"], "Body": "hé [CODE]"}',
+       'AXbAQKY9CcFlCY+haeQ35lqu+kw=', 'tok123') AS unsorted_values_signed;
+-- as Twilio's libraries do (twilio-python's RequestValidator.validate,
+-- twilio-node's validateRequest): the values of a repeated parameter are
+-- sorted (above), and the URL is also tried without its port, or with the
+-- scheme's default port added (vectors computed with Python's hmac)
+SELECT u AS url, s AS signed_url,
+       otp_link.otp_link_verify_twilio_signature(u, '{"Body": "[CODE]", "From": "whatsapp:+447700900201"}',
+                                                 sig, 'tok123') AS valid
+  FROM (VALUES
+    ('https://api.example/rpc/twilio_webhook?x=1', 'the same', 'yh9wV8DdyUb5nEPzl2CQF+qna4g='),
+    ('https://api.example/rpc/twilio_webhook?x=1', 'with :443', 'tr/pnT8wBW+fSOs73InpKHf4Bhg='),
+    ('https://api.example:443/rpc/twilio_webhook?x=1', 'without port', 'yh9wV8DdyUb5nEPzl2CQF+qna4g='),
+    ('http://api.example/rpc/twilio_webhook', 'with :80', 'ujxvjgFavE8hGxsnNaIHGofDn74='),
+    ('http://api.example:80/rpc/twilio_webhook', 'without port', 'wVJV9deW3usdfBoXrOySmyc7eO4='),
+    ('https://api.example:8443/rpc/twilio_webhook', 'without port', '8VyssO1qGNZvufREsyPhc22ezAI='),
+    ('https://api.example', 'with :443', 'VKiwoM+BLrYoZvmgw7TEmfpvvvY='),
+    ('https://user@api.example:443', 'without port', 'z29VMp0wGRXov6UBy5vm0EJ/rxM='),
+    ('https://[2001:db8::1]/x', 'with :443', 'faYB13y4E9s8YPmnmvEZVz3EUXg='),
+    ('https://api.example/rpc/twilio_webhook?x=1', 'another host', 'E64kkqTu8Vs7ejSI1s5l4dtUtes='),
+    ('http://api.example/rpc/twilio_webhook', 'with :443 (not http''s port)', 'tr/pnT8wBW+fSOs73InpKHf4Bhg='),
+    ('https://api.example:443/rpc/twilio_webhook?x=1', 'with :80', 'ujxvjgFavE8hGxsnNaIHGofDn74=')
+  ) AS t(u, s, sig);
 SELECT pg_temp.err($$SELECT otp_link.otp_link_verify_twilio_signature('https://x', '{"a": "b"}', 'sig', '')$$);
 SELECT pg_temp.err($$SELECT otp_link.otp_link_verify_twilio_signature('https://x', '{"a": "b"}', 'sig', NULL)$$);
 SELECT pg_temp.err($$SELECT otp_link.otp_link_verify_twilio_signature(NULL, '{"a": "b"}', 'sig', 'tok')$$);

@@ -94,6 +94,17 @@ SELECT * FROM pg_temp.gw('{
 -- a status callback posted to the same URL has no Body: not ours, nothing reported
 SELECT otp_link.otp_link_consume_webhook('{"MessageSid": "SM2", "MessageStatus": "delivered",
   "From": "whatsapp:+14155238886", "To": "whatsapp:+447700900201"}', 'twilio');
+-- an SMS to a Twilio number whose SMS webhook is this one: From has no
+-- "whatsapp:" (and SMS senders are easily spoofed); not ours, nothing
+-- reported, the link stays pending
+SET otp_link.debug_codes = 'TWILIOSM';
+SELECT otp_link.otp_link_generate(:'twilio', metadata => '{"t": "twilio_sms"}')->>'code' AS code;
+RESET otp_link.debug_codes;
+SELECT otp_link.otp_link_consume_webhook('{"MessageSid": "SM3", "From": "+447700900209",
+  "To": "+14155238886", "Body": "[TWILIOSM]"}', 'twilio');
+SELECT otp_link.otp_link_consume_webhook('{"MessageSid": "SM4", "From": "sms:+447700900209",
+  "To": "whatsapp:+14155238886", "Body": "[TWILIOSM]"}', 'twilio');
+SELECT status FROM otp_link.links WHERE metadata->>'t' = 'twilio_sms';
 
 --
 -- waha: the "message" event of WAHA's Events page (there fromMe is true,
@@ -277,6 +288,13 @@ SELECT pg_temp.ins('text_filter', '$.t like_regex "x$"');
 SELECT pg_temp.ins('sender', '$.from == "x"');
 SELECT pg_temp.ins('message_id', '$.id ? (@ == $"var")');
 SELECT pg_temp.ins('receiver', '$.to.');
+-- datetime methods: a comparison of a date with a timestamptz raises even
+-- in silent mode and would refuse whole payloads
+SELECT pg_temp.ins('text_filter', '$.ts.datetime() > "2020-01-01".datetime()');
+SELECT pg_temp.ins('sender', '$.from ? (@.datetime("YYYY") != "x")');
+SELECT pg_temp.ins('text', '$.text.datetime()');
+-- a key or a string named so is fine
+SELECT pg_temp.ins('text_filter', '$.datetime == ".datetime()" && $."date" == "time("');
 SELECT pg_temp.ins('address_prefix', '');
 SELECT pg_temp.ins('description', 'fine');
 INSERT INTO otp_link.webhook_formats (name, messages, sender, text) VALUES ('bad', '$', '$.from', '$.text');

@@ -412,8 +412,32 @@ is_session_char(int c)
 }
 
 /*
- * check_base_url: ERROR (22023) unless url is an http(s) URL that a path
- * can be appended to (no query, no fragment).
+ * check_no_userinfo: ERROR (22023) when the http(s) URL url has userinfo
+ * ("user:password@" before the host).  libcurl would send it as HTTP basic
+ * authentication, and the password would be stored in a column that is
+ * not a secret's and could be echoed into last_error.
+ */
+static void
+check_no_userinfo(const char *url, const char *what)
+{
+	const char *auth = strstr(url, "://");
+	size_t		len;
+
+	if (auth == NULL)
+		return;
+	auth += 3;
+	len = strcspn(auth, "/?#");
+	if (memchr(auth, '@', len) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not contain a user name or password", what),
+				 errdetail("Credentials in a URL (user:password@host) would be sent as HTTP basic authentication and stored where secrets are not."),
+				 errhint("Remove the user:password@ part; give the gateway's credentials in their own fields.")));
+}
+
+/*
+ * check_base_url: ERROR (22023) unless url is an http(s) URL without
+ * userinfo that a path can be appended to (no query, no fragment).
  */
 static void
 check_base_url(const char *url, const char *what)
@@ -421,6 +445,7 @@ check_base_url(const char *url, const char *what)
 	if (url == NULL)
 		return;
 	otp_check_url(url, what);
+	check_no_userinfo(url, what);
 	if (strpbrk(url, "?#") != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -514,6 +539,7 @@ check_reply_endpoint(Jsonb *reply)
 					 errmsg("options.reply_endpoint.url is required for type \"%s\"", type),
 					 errhint("Give the URL replies are posted to.")));
 		otp_check_url(url, "options.reply_endpoint.url");
+		check_no_userinfo(url, "options.reply_endpoint.url");
 		if (strcmp(type, "whatsapp_cloud") == 0 &&
 			otp_jsonb_get_text(reply, "token") == NULL)
 			ereport(ERROR,

@@ -117,6 +117,7 @@ extern char *otp_webhook_signature(const uint8 *key, int keylen,
 #define OTP_HTTP_BODY_CAP		4096	/* response bytes kept for last_error */
 #define OTP_HTTP_ERRBUF			256		/* = CURL_ERROR_SIZE */
 #define OTP_HTTP_MAX_HEADERS	8
+#define OTP_HTTP_MAX_REDACT		8		/* forms of secrets scrubbed from results */
 
 typedef enum OtpHttpOutcome
 {
@@ -138,7 +139,10 @@ typedef struct OtpHttpRequest
 	size_t		bodylen;
 	char	   *headers[OTP_HTTP_MAX_HEADERS];	/* "Name: value" */
 	int			nheaders;
-	char	   *redact;			/* secret to scrub from the response, or NULL */
+	char	   *redact[OTP_HTTP_MAX_REDACT];	/* every form of every secret
+												 * the request carries, scrubbed
+												 * from its results */
+	int			nredact;
 	char	   *dest;			/* destination key (deliveries.dest_key), or NULL */
 	bool		result_logged;	/* queue.c logged its result already */
 

@@ -14,10 +14,34 @@
 #include "common/base64.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/memutils.h"
 
 #include "otp_link.h"
 #include "worker.h"
+
+/*
+ * add_secret: have secret (NULL or empty: nothing) scrubbed from req's
+ * results (queue.c's clean_text), as given and JSON-escaped: a gateway may
+ * echo it in a JSON answer.  The forms are palloc'd in
+ * CurrentMemoryContext (the request's); cannot ERROR except on out of
+ * memory.
+ */
+static void
+add_secret(OtpHttpRequest *req, char *secret)
+{
+	StringInfoData esc;
+
+	if (secret == NULL || secret[0] == '\0' || req->nredact >= OTP_HTTP_MAX_REDACT)
+		return;
+	req->redact[req->nredact++] = secret;
+	initStringInfo(&esc);
+	escape_json(&esc, secret);
+	/* without its quotes; only when it differs from the secret */
+	esc.data[esc.len - 1] = '\0';
+	if (strcmp(esc.data + 1, secret) != 0 && req->nredact < OTP_HTTP_MAX_REDACT)
+		req->redact[req->nredact++] = esc.data + 1;
+}
 
 /*
  * signature_with: the "v1,<base64>" signature of req's body with the
@@ -71,7 +95,7 @@ sign_webhook(OtpHttpRequest *req, char *secret, char *previous,
 		if (token != NULL && token[0] != '\0')
 		{
 			req->headers[req->nheaders++] = psprintf("Authorization: Bearer %s", token);
-			req->redact = token;
+			add_secret(req, token);
 		}
 	}
 }
@@ -161,8 +185,9 @@ gw_form_field(StringInfo buf, const char *name, const char *prefix,
 /*
  * gw_twilio: POST {url}/2010-04-01/Accounts/{AccountSid}/Messages.json,
  * form-encoded To, From (whatsapp:+<digits>) and Body, HTTP basic auth
- * with the Account SID and the Auth Token.  The credentials go out only as
- * base64, so that is what is redacted.
+ * with the Account SID and the Auth Token.  The credentials go out as
+ * base64, but a gateway may echo them decoded: the token, "sid:token" and
+ * the base64 are all redacted.
  */
 static void
 gw_twilio(OtpHttpRequest *req, Jsonb *ep, const char *to, const char *from,
@@ -201,11 +226,11 @@ gw_twilio(OtpHttpRequest *req, Jsonb *ep, const char *to, const char *from,
 	b64 = palloc(len + 1);
 	len = pg_b64_encode((const PG_B64_BYTE *) cred, strlen(cred), b64, len);
 	b64[Max(len, 0)] = '\0';
-	explicit_bzero(cred, strlen(cred));
-	explicit_bzero(token, strlen(token));
 	req->headers[0] = "Content-Type: application/x-www-form-urlencoded";
 	req->headers[req->nheaders++] = psprintf("Authorization: Basic %s", b64);
-	req->redact = b64;
+	add_secret(req, b64);
+	add_secret(req, cred);
+	add_secret(req, token);
 }
 
 /*
@@ -228,7 +253,7 @@ gw_waha(OtpHttpRequest *req, Jsonb *ep, const char *to, const char *text)
 	if (key != NULL && key[0] != '\0')
 	{
 		req->headers[req->nheaders++] = psprintf("X-Api-Key: %s", key);
-		req->redact = key;
+		add_secret(req, key);
 	}
 }
 
@@ -257,7 +282,7 @@ gw_green_api(OtpHttpRequest *req, Jsonb *ep, const char *to, const char *text)
 	otp_jb_str(&jb, "chatId", psprintf("%s@c.us", to));
 	otp_jb_str(&jb, "message", text);
 	gw_json_body(req, &jb);
-	req->redact = token;
+	add_secret(req, token);
 }
 
 /*
@@ -366,7 +391,7 @@ otp_build_request(MemoryContext parent, HeapTuple tup, TupleDesc desc)
 		else
 		{
 			req->headers[req->nheaders++] = psprintf("Authorization: Bearer %s", token);
-			req->redact = token;
+			add_secret(req, token);
 		}
 	}
 	else

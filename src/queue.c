@@ -162,50 +162,75 @@ otp_extension_ready(void)
 	return schema_trusted(ext_nsp);
 }
 
+/* the shortest piece of a secret scrubbed where the text is cut */
+#define REDACT_MIN_PIECE	4
+
+/*
+ * mark_secret: set mask[i] for every byte of text[0..n) that is part of
+ * an occurrence of secret, or of a prefix of it (REDACT_MIN_PIECE bytes or
+ * more) that the end of the text cut off.  Allocates nothing.
+ */
+static void
+mark_secret(const char *text, size_t n, const char *secret, bool *mask)
+{
+	size_t		slen = strlen(secret);
+	const char *p = text;
+	const char *hit;
+
+	while ((hit = strstr(p, secret)) != NULL)
+	{
+		memset(mask + (hit - text), true, slen);
+		p = hit + 1;
+	}
+	for (size_t k = Min(slen - 1, n); k >= REDACT_MIN_PIECE; k--)
+		if (memcmp(text + n - k, secret, k) == 0)
+		{
+			memset(mask + n - k, true, k);
+			break;
+		}
+}
+
 /*
  * clean_text: a copy of s (at most len bytes) that is safe to store as
- * text: valid in the server encoding, no control characters, and with
- * every occurrence of secret replaced by "[redacted]".  palloc'd in
- * CurrentMemoryContext.
+ * text: every occurrence of each of the nsecrets secrets, and a start of
+ * one cut off at the end of s (the response cap cuts bodies), replaced by
+ * "[redacted]"; then valid in the server encoding, without control
+ * characters.  palloc'd in CurrentMemoryContext; cannot ERROR except on
+ * out of memory.
  */
 static char *
-clean_text(const char *s, size_t len, const char *secret)
+clean_text(const char *s, size_t len, char *const *secrets, int nsecrets)
 {
 	StringInfoData buf;
 	char	   *copy = pnstrdup(s, len);
 	size_t		n = strlen(copy);
-	size_t		i;
+	bool	   *mask = palloc0(n + 1);
 	bool		valid;
 
-	valid = pg_verifymbstr(copy, n, true);
-	for (i = 0; i < n; i++)
+	for (int i = 0; i < nsecrets; i++)
+		if (secrets[i] != NULL && secrets[i][0] != '\0')
+			mark_secret(copy, n, secrets[i], mask);
+	initStringInfo(&buf);
+	for (size_t i = 0; i < n; i++)
 	{
-		unsigned char c = (unsigned char) copy[i];
+		if (!mask[i])
+			appendStringInfoChar(&buf, copy[i]);
+		else if (i == 0 || !mask[i - 1])
+			appendStringInfoString(&buf, "[redacted]");
+	}
+	pfree(mask);
+	pfree(copy);
+
+	valid = pg_verifymbstr(buf.data, buf.len, true);
+	for (int i = 0; i < buf.len; i++)
+	{
+		unsigned char c = (unsigned char) buf.data[i];
 
 		if (c < 0x20 || c == 0x7f)
-			copy[i] = ' ';
+			buf.data[i] = ' ';
 		else if (c >= 0x80 && !valid)
-			copy[i] = '?';
+			buf.data[i] = '?';
 	}
-
-	if (secret == NULL || secret[0] == '\0' || strstr(copy, secret) == NULL)
-		return copy;
-
-	initStringInfo(&buf);
-	{
-		const char *p = copy;
-		const char *hit;
-		size_t		slen = strlen(secret);
-
-		while ((hit = strstr(p, secret)) != NULL)
-		{
-			appendBinaryStringInfo(&buf, p, hit - p);
-			appendStringInfoString(&buf, "[redacted]");
-			p = hit + slen;
-		}
-		appendStringInfoString(&buf, p);
-	}
-	pfree(copy);
 	return buf.data;
 }
 
@@ -275,7 +300,7 @@ result_status(OtpHttpRequest *req, bool *retry, char **err)
 			if (req->http_status < 200 || req->http_status >= 300)
 			{
 				char	   *body = clean_text(req->response, req->response_len,
-											  req->redact);
+											  req->redact, req->nredact);
 
 				*err = psprintf("HTTP %d%s%s%s", req->http_status,
 								req->http_status == 410 ? " (gone: the endpoint asked to stop)" : "",
@@ -284,13 +309,13 @@ result_status(OtpHttpRequest *req, bool *retry, char **err)
 			break;
 		case OTP_HTTP_TRANSPORT_ERROR:
 			*retry = true;
-			*err = clean_text(req->errbuf, strlen(req->errbuf), req->redact);
+			*err = clean_text(req->errbuf, strlen(req->errbuf), req->redact, req->nredact);
 			break;
 		case OTP_HTTP_REFUSED:
 		case OTP_HTTP_INVALID:
 		default:
 			status = "dead";
-			*err = clean_text(req->errbuf, strlen(req->errbuf), req->redact);
+			*err = clean_text(req->errbuf, strlen(req->errbuf), req->redact, req->nredact);
 			break;
 	}
 	return status;

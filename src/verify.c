@@ -287,12 +287,10 @@ typedef struct FormParam
 	int			order;			/* position in params, for a stable sort */
 } FormParam;
 
-/* form_param_cmp: Twilio's order: by name, bytewise; else as given */
+/* string_cmp: bytewise order of two JSON strings (code point order) */
 static int
-form_param_cmp(const void *a, const void *b)
+string_cmp(const JsonbValue *x, const JsonbValue *y)
 {
-	const JsonbValue *x = &((const FormParam *) a)->name;
-	const JsonbValue *y = &((const FormParam *) b)->name;
 	int			c = memcmp(x->val.string.val, y->val.string.val,
 						   Min(x->val.string.len, y->val.string.len));
 
@@ -300,7 +298,24 @@ form_param_cmp(const void *a, const void *b)
 		return c;
 	if (x->val.string.len != y->val.string.len)
 		return x->val.string.len < y->val.string.len ? -1 : 1;
-	return ((const FormParam *) a)->order - ((const FormParam *) b)->order;
+	return 0;
+}
+
+/*
+ * form_param_cmp: Twilio's order, as its libraries compute it: by name,
+ * and the values of a repeated name sorted too (twilio-python's
+ * RequestValidator.compute_signature, twilio-node's toFormUrlEncodedParam).
+ */
+static int
+form_param_cmp(const void *a, const void *b)
+{
+	const FormParam *x = (const FormParam *) a;
+	const FormParam *y = (const FormParam *) b;
+	int			c = string_cmp(&x->name, &y->name);
+
+	if (c == 0)
+		c = string_cmp(&x->value, &y->value);
+	return c != 0 ? c : x->order - y->order;
 }
 
 /*
@@ -317,8 +332,8 @@ bad_params(const char *why)
 
 /*
  * form_params: the name/value pairs of the object params, a name with an
- * array value once per element, sorted by name (elements keep their
- * order); *n of them, palloc'd.  ERRORs 22023 unless params is an object
+ * array value once per element, sorted by name and value; *n of them,
+ * palloc'd.  ERRORs 22023 unless params is an object
  * whose values are strings or arrays of strings.
  */
 static FormParam *
@@ -366,6 +381,43 @@ form_params(Jsonb *params, int *n)
 	return out;
 }
 
+/*
+ * other_port_url: url (len bytes, not NUL-terminated) with its port
+ * removed when it has one, or with the scheme's default port (:443 for
+ * https, :80 otherwise) added when it has none: Twilio's libraries accept
+ * a signature of either, "since signature generation on the back end is
+ * inconsistent" (twilio-node's validateRequest).  NULL when url has no
+ * "scheme://host".  palloc'd; cannot ERROR except on out of memory.
+ */
+static char *
+other_port_url(const char *url, int len)
+{
+	char	   *u = pnstrdup(url, len);
+	char	   *auth = strstr(u, "://");
+	char	   *end;
+	char	   *host;
+	char	   *colon;
+
+	if (auth == NULL || auth == u)
+		return NULL;
+	auth += 3;
+	end = auth + strcspn(auth, "/?#");
+	host = auth;
+	for (char *p = auth; p < end; p++)
+		if (*p == '@')
+			host = p + 1;
+	if (host == end)
+		return NULL;
+	colon = NULL;
+	for (char *p = (*host == '[' ? host + strcspn(host, "]") : host); p < end; p++)
+		if (*p == ':')
+			colon = p;
+	if (colon != NULL)
+		return psprintf("%.*s%s", (int) (colon - u), u, end);
+	return psprintf("%.*s%s%s", (int) (end - u), u,
+					pg_strncasecmp(u, "https://", 8) == 0 ? ":443" : ":80", end);
+}
+
 /* ----------------------------------------------------------------
  * otp_link_verify_twilio_signature(url text, params jsonb, signature text,
  *		auth_token text, algorithm text DEFAULT 'sha1') RETURNS boolean
@@ -373,7 +425,10 @@ form_params(Jsonb *params, int *n)
  * Twilio's X-Twilio-Signature: the base64 HMAC (SHA-1 unless a webhook
  * rule says SHA-256) keyed with the auth token of url (the full URL
  * Twilio called, query string included) followed by every POST parameter,
- * sorted by name, each as its name immediately followed by its value.
+ * sorted by name (the values of a repeated one sorted too), each as its
+ * name immediately followed by its value.  As Twilio's libraries do, the
+ * signature of url with its port removed, or with the scheme's default
+ * port added, is accepted too.
  * ERRORs 22004 when url, params, auth_token or algorithm is NULL, 22023
  * for an empty auth_token, an unknown algorithm, or params that are not an
  * object of strings (or arrays of strings).
@@ -383,10 +438,13 @@ Datum
 otp_link_verify_twilio_signature(PG_FUNCTION_ARGS)
 {
 	text	   *url;
+	text	   *sig;
+	char	   *other;
 	FormParam  *params;
 	Piece	   *pieces;
 	const HmacAlgorithm *alg;
 	int			n;
+	bool		ok;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(3) || PG_ARGISNULL(4))
 		ereport(ERROR,
@@ -408,7 +466,14 @@ otp_link_verify_twilio_signature(PG_FUNCTION_ARGS)
 		pieces[2 + 2 * i].data = params[i].value.val.string.val;
 		pieces[2 + 2 * i].len = params[i].value.val.string.len;
 	}
-	PG_RETURN_BOOL(mac_matches(alg, true, NULL,
-							   PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2),
-							   PG_GETARG_TEXT_PP(3), pieces, 1 + 2 * n));
+	sig = PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2);
+	ok = mac_matches(alg, true, NULL, sig, PG_GETARG_TEXT_PP(3), pieces, 1 + 2 * n);
+	other = ok ? NULL : other_port_url(pieces[0].data, pieces[0].len);
+	if (other != NULL)
+	{
+		pieces[0].data = other;
+		pieces[0].len = strlen(other);
+		ok = mac_matches(alg, true, NULL, sig, PG_GETARG_TEXT_PP(3), pieces, 1 + 2 * n);
+	}
+	PG_RETURN_BOOL(ok);
 }

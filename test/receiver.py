@@ -16,6 +16,10 @@
 #   /retry-after-date/<s>/...  the same with 503 and an HTTP-date
 #   /echo-auth/...       401 with the Authorization header in the body
 #   /echo-request/...    401 with the path and every header in the body
+#   /echo-pad/<n>/<what>/...  401 with <n> "x" then <what>: "basic" the
+#                        decoded Basic credentials, "auth" the Authorization
+#                        header, "key" X-Api-Key, "last" the path's last
+#                        segment, "headers" every header as JSON
 #   /endless/<code>/...  <code> with a chunked body that never ends (bounded
 #                        here: 20 s or 1 GiB, then the connection is closed)
 #   /huge/<code>/...     <code> announcing "Content-Length: 8 MiB", then
@@ -26,6 +30,7 @@
 # Python standard library only.
 
 import argparse
+import base64
 import email.utils
 import json
 import os
@@ -131,6 +136,14 @@ class Handler(BaseHTTPRequestHandler):
         elif kind == "echo-request":
             self.reply(401, ("unauthorized " + self.path + " " +
                              json.dumps(dict(self.headers.items()))).encode())
+        elif kind == "echo-pad":
+            auth = self.headers.get("Authorization") or ""
+            what = {"basic": lambda: base64.b64decode(auth[6:]).decode("utf-8", "replace"),
+                    "auth": lambda: auth,
+                    "key": lambda: self.headers.get("X-Api-Key") or "",
+                    "last": lambda: parts[-1],
+                    "headers": lambda: json.dumps(dict(self.headers.items()))}[parts[2]]()
+            self.reply(401, ("x" * int(parts[1]) + what).encode())
         elif kind == "echo-auth":
             self.reply(401, ("bad token " + (self.headers.get("Authorization") or "")).encode())
         else:

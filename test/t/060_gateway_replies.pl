@@ -6,7 +6,9 @@
 # replies.md): method, path, Content-Type, the credentials' header and the
 # body, to a local receiver standing in for the gateway.  A gateway that
 # answers with the request echoed never gets its secret into last_error or
-# the server log.
+# the server log: not in any form the request carries it (raw, base64,
+# decoded from basic auth, JSON-escaped), and not the start of one that the
+# 4096-byte response cap cuts off.
 
 use strict;
 use warnings;
@@ -141,6 +143,76 @@ for my $secret ($basic, $twilio_token, $waha_key, $green_token)
 {
 	unlike($log, qr/\Q$secret\E/, "the server log does not hold " . substr($secret, 0, 6) . '...');
 }
+
+# secrets cut by the response cap, and in every form: each case is a
+# gateway answering 401 with <pad> "x" and then what it echoes; the cap
+# keeps the first 4096 bytes, so the pad chooses how much of the secret is
+# kept before the cut ($keep bytes)
+my $waha_odd = 'k"e\\y-Wah4Secret';    # echoed JSON-escaped as k\"e\\y-...
+my $waha_odd_json = substr(encode_json([$waha_odd]), 2, -2);
+my $cap = 4096;
+my @cases = (
+	# name, type, echo, bytes before the secret in the echo, bytes of it kept
+	[ 'tw_decoded_cut', 'twilio', 'basic', length("$sid:"), 6 ],
+	[ 'tw_base64_cut', 'twilio', 'auth', length('Basic '), 20 ],
+	[ 'tw_decoded', 'twilio', 'basic', 0, undef ],
+	[ 'waha_cut', 'waha', 'key', 0, 9 ],
+	[ 'waha_json', 'waha', 'headers', 0, undef ],
+	[ 'green_cut', 'green_api', 'last', 0, 10 ],
+	[ 'green_cut_4', 'green_api', 'last', 0, 4 ],
+);
+my $n = 0;
+for my $c (@cases)
+{
+	my ($name, $type, $echo, $before, $keep) = @$c;
+	my $pad = defined $keep ? $cap - $before - $keep : 0;
+	my %e = %{ $ep{$type} };
+	$e{url} = "$url/echo-pad/$pad/$echo";
+	$e{api_key} = $waha_odd if $type eq 'waha';
+	$n++;
+	my $inst = instance("4477009001$n", $name, \%e);
+	is(verify($inst, "2015537307$n"), 'verified', "$name: link verified");
+}
+ok(wait_until(sub {
+	$node->safe_psql('postgres', q{
+		SELECT count(*) FROM otp_link.deliveries d JOIN otp_link.instances i ON i.id = d.instance_id
+		 WHERE d.status = 'dead' AND d.last_error LIKE 'HTTP 401: %' AND i.name LIKE '%\_%'}) == 7
+}, 15), 'the seven echoing replies are dead after 401');
+my %err = split /\|/, $node->safe_psql('postgres', q{
+	SELECT string_agg(i.name || '|' || d.last_error, '|')
+	  FROM otp_link.deliveries d JOIN otp_link.instances i ON i.id = d.instance_id
+	 WHERE d.status = 'dead' AND i.name LIKE '%\_%'});
+$log = slurp_file($node->logfile);
+my @secrets = ($basic, $twilio_token, $waha_odd, $waha_odd_json, $green_token);
+
+# leaks($text): the pieces of 4 bytes of a secret that $text holds
+sub leaks
+{
+	my ($text) = @_;
+	my @found;
+	for my $s (@secrets)
+	{
+		for my $i (0 .. length($s) - 4)
+		{
+			my $piece = substr($s, $i, 4);
+			push @found, $piece if index($text, $piece) >= 0;
+		}
+	}
+	return join(' ', @found);
+}
+for my $c (@cases)
+{
+	my ($name, $type, $echo, $before, $keep) = @$c;
+	my $e = $err{$name} // '';
+	like($e, qr/\[redacted\]/, "$name: redacted");
+	is(leaks($e), '', "$name: no piece of a secret in last_error");
+}
+like($err{tw_decoded}, qr/^HTTP 401: \[redacted\]$/, 'the decoded "sid:token" is redacted whole');
+like($err{tw_decoded_cut}, qr/x\[redacted\]$/, 'a cut "sid:token" is redacted to its end');
+like($err{waha_json}, qr/"X-Api-Key": "\[redacted\]"/, 'the JSON-escaped key is redacted');
+my @dead_lines = grep { /is dead after 1 attempt\(s\): HTTP 401: [x{A\[]/ } split /\n/, $log;
+is(scalar @dead_lines, 7, 'the worker logged the seven dead replies');
+is(leaks(join("\n", @dead_lines)), '', 'no piece of a secret in the server log');
 
 $node->stop;
 stop_receiver($rcv);
