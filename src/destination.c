@@ -227,7 +227,7 @@ attempt_failed(OtpHttpRequest *req, bool *neutral)
 
 /*
  * dest_pause: open d's breaker (again): no claims for breaker_pause, doubled
- * for every consecutive pause, then one probe.
+ * for every consecutive pause, then up to OTP_BREAKER_PROBES probes.
  */
 static void
 dest_pause(Destination *d, OtpHttpRequest *req, int64 now)
