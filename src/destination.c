@@ -22,9 +22,9 @@
  *	  429, 5xx) within OTP_PROVEN_MS; a slow answer, a timeout or a
  *	  failure makes it unproven again.  Unproven destinations (new ones
  *	  included) together get at most three quarters of
- *	  otp_link.max_concurrency: a quarter of the slots always stays for the
- *	  destinations that answer quickly, however many slow or dead ones
- *	  there are.  In the claim's order, proven destinations come first,
+ *	  otp_link.max_concurrency while any destination is proven: a quarter
+ *	  of the slots always stays for the destinations that answer quickly,
+ *	  however many slow or dead ones there are.  In the claim's order, proven destinations come first,
  *	  then unproven ones, then failing ones.
  *
  * The state lives in this process only (a hash table in TopMemoryContext):
@@ -152,6 +152,7 @@ otp_dest_limits(Datum **keys, Datum **limits, Datum **pris,
 	long		size = destinations ? hash_get_num_entries(destinations) : 0;
 	int			budget = Max(otp_link_max_concurrency * 3 / 4, 1);
 	int			unproven = 0;
+	bool		any_proven = false;
 
 	*keys = palloc(Max(size, 1) * sizeof(Datum));
 	*limits = palloc(Max(size, 1) * sizeof(Datum));
@@ -160,9 +161,15 @@ otp_dest_limits(Datum **keys, Datum **limits, Datum **pris,
 	{
 		hash_seq_init(&seq, destinations);
 		while ((d = hash_seq_search(&seq)) != NULL)
+		{
 			if (!d->proven)
 				unproven += d->inflight;
+			any_proven |= d->proven;
+		}
 	}
+	/* the quarter is kept only for destinations known to answer quickly */
+	if (!any_proven)
+		budget = otp_link_max_concurrency;
 	/* what is left of the unproven destinations' budget */
 	budget = Max(budget - unproven, 0);
 	*default_limit = Min(otp_link_destination_concurrency, budget);

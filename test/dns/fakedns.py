@@ -7,7 +7,9 @@
 #   *.slow.otp-link.test   127.0.0.1 after --delay seconds (a resolver that
 #                          hangs; both A and AAAA are delayed)
 #   *.fast.otp-link.test   127.0.0.1 at once
-#   anything else          NXDOMAIN at once
+#   anything else          forwarded to --upstream (the host's name server,
+#                          so that npm and apt keep working), NXDOMAIN at
+#                          once when there is none
 # AAAA queries of the fast names get an empty answer.  Python standard
 # library only; each slow answer waits in its own thread.
 
@@ -51,6 +53,7 @@ def main():
     ap.add_argument("--delay", type=float, default=20.0)
     ap.add_argument("--user", default="nobody")
     ap.add_argument("--log", default=None)
+    ap.add_argument("--upstream", default=None)
     args = ap.parse_args()
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -65,6 +68,19 @@ def main():
 
     def send_later(resp, peer, delay):
         time.sleep(delay)
+        with lock:
+            sock.sendto(resp, peer)
+
+    def forward(query, peer):
+        up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        up.settimeout(5)
+        try:
+            up.sendto(query, (args.upstream, 53))
+            resp, _ = up.recvfrom(65535)
+        except OSError:
+            resp = answer(query, 2, None)   # SERVFAIL
+        finally:
+            up.close()
         with lock:
             sock.sendto(resp, peer)
 
@@ -83,6 +99,9 @@ def main():
             continue
         if name.endswith("fast.otp-link.test"):
             resp = answer(query, 0, "127.0.0.1" if qtype == 1 else None)
+        elif args.upstream and not name.endswith("otp-link.test"):
+            threading.Thread(target=forward, args=(query, peer), daemon=True).start()
+            continue
         else:
             resp = answer(query, 3, None)
         with lock:
