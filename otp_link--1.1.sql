@@ -1015,3 +1015,5 @@ GRANT EXECUTE ON FUNCTION otp_link.otp_link_counters(),
 	otp_link.otp_link_gauges(),
 	otp_link.otp_link_prometheus()
 	TO otp_link_admin, pg_monitor;
+/* a monitoring role (the exporter's) finds them; the tables stay closed */
+GRANT USAGE ON SCHEMA otp_link TO pg_monitor;
