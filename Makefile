@@ -19,7 +19,7 @@ PG_CPPFLAGS = -I$(srcdir)/src $(shell $(PKG_CONFIG) --cflags libcurl)
 SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl)
 
 # pg_regress: its own cluster, with the library preloaded
-REGRESS = generate errors roles signature stats security consume trigger webhook gateways gateway_signatures redeem expire replies instances ssrf attacks worker_warning click gateway_replies
+REGRESS = generate errors roles signature stats security consume trigger webhook gateways gateway_signatures redeem expire replies instances ssrf attacks worker_warning click gateway_replies prometheus
 REGRESS_OPTS = --temp-config=$(srcdir)/test/otp_link.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress \
 	--inputdir=$(srcdir)

@@ -950,3 +950,80 @@ GRANT EXECUTE ON FUNCTION otp_link.otp_link_consume_webhook(jsonb, text),
 	otp_link.otp_link_verify_hmac(text, text, text, text, text, text),
 	otp_link.otp_link_verify_twilio_signature(text, jsonb, text, text, text)
 	TO otp_link_inbox, otp_link_admin;
+
+/* ------------------------------------------------------------------------
+ * Metrics a scraper can afford (#14 item 5; src/metrics.c): cumulative
+ * counters in shared memory, queue gauges from indexes, and the
+ * Prometheus text exposition of both.  otp_link_metrics(since) keeps its
+ * 1.0 behaviour (figures over the links created in the window).
+ * ------------------------------------------------------------------------
+ */
+
+/* held and dead deliveries, counted by an index-only scan */
+CREATE INDEX deliveries_held_dead_idx ON otp_link.deliveries (status)
+	WHERE status IN ('held', 'dead');
+
+CREATE FUNCTION otp_link.otp_link_counters()
+RETURNS TABLE (metric text, label text, value double precision)
+AS 'MODULE_PATHNAME', 'otp_link_counters'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION otp_link.otp_link_counters() IS
+'The server-wide counters kept in shared memory since the server started (committed work only), one row per Prometheus series; no rows when otp_link is not in shared_preload_libraries';
+
+CREATE FUNCTION otp_link.otp_link_gauges()
+RETURNS TABLE (metric text, help text, value double precision)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH q AS (
+	SELECT count(*) AS queued,
+		   count(*) FILTER (WHERE next_attempt_at <= now()) AS due,
+		   coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0) AS oldest_s
+	  FROM otp_link.deliveries WHERE status = 'queued'),
+hd AS (
+	SELECT count(*) FILTER (WHERE status = 'held') AS held,
+		   count(*) FILTER (WHERE status = 'dead') AS dead
+	  FROM otp_link.deliveries WHERE status IN ('held', 'dead')),
+p AS (
+	SELECT count(*) AS pending,
+		   count(*) FILTER (WHERE expires_at <= now()) AS overdue
+	  FROM otp_link.links WHERE status = 'pending'),
+w AS (SELECT otp_link.otp_link_worker() AS j)
+SELECT g.metric, g.help, g.value
+  FROM q, hd, p, w, LATERAL (VALUES
+	('otp_link_deliveries_queued', 'Deliveries waiting to be sent (due now or later).', q.queued::float8),
+	('otp_link_deliveries_due', 'Queued deliveries due now.', q.due::float8),
+	('otp_link_deliveries_oldest_due_seconds', 'Seconds since the most overdue queued delivery was due (0 when none is due).',
+	 greatest(q.oldest_s, 0)::float8),
+	('otp_link_deliveries_held', 'Replies held for the application to take.', hd.held::float8),
+	('otp_link_deliveries_dead', 'Dead deliveries still in the table.', hd.dead::float8),
+	('otp_link_links_pending', 'Pending links, overdue ones included.', p.pending::float8),
+	('otp_link_links_overdue', 'Pending links past their expiry that otp_link_expire has not ended yet.', p.overdue::float8),
+	('otp_link_preloaded', 'Whether otp_link is in shared_preload_libraries (1: the counters are kept).',
+	 CASE WHEN (w.j->>'preloaded')::boolean THEN 1 ELSE 0 END::float8),
+	('otp_link_worker_running', 'Whether a delivery worker serves this database.',
+	 CASE WHEN (w.j->>'running')::boolean THEN 1 ELSE 0 END::float8),
+	('otp_link_worker_last_round_age_seconds', 'Seconds since the worker''s last round ended (-1: no worker).',
+	 coalesce(extract(epoch FROM now() - (w.j->>'last_round')::timestamptz), -1)::float8))
+	AS g(metric, help, value)
+$$;
+COMMENT ON FUNCTION otp_link.otp_link_gauges() IS
+'Monitoring gauges read from indexes: the delivery queue, pending links, the worker';
+
+CREATE FUNCTION otp_link.otp_link_prometheus()
+RETURNS text
+AS 'MODULE_PATHNAME', 'otp_link_prometheus'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION otp_link.otp_link_prometheus() IS
+'otp_link_counters() and otp_link_gauges() in Prometheus text exposition format (counters _total, the time-to-verify histogram, gauges); costs no scan of the links';
+
+REVOKE ALL ON FUNCTION otp_link.otp_link_counters(),
+	otp_link.otp_link_gauges(),
+	otp_link.otp_link_prometheus() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION otp_link.otp_link_counters(),
+	otp_link.otp_link_gauges(),
+	otp_link.otp_link_prometheus()
+	TO otp_link_admin, pg_monitor;
+/* a monitoring role (the exporter's) finds them; the tables stay closed */
+GRANT USAGE ON SCHEMA otp_link TO pg_monitor;

@@ -48,12 +48,20 @@ click_record(Datum id, bool *gone)
 				"UPDATE otp_link.links SET clicks = clicks + 1, "
 				"first_clicked_at = coalesce(first_clicked_at, now()) "
 				"WHERE id = $1 AND clicks IS NOT NULL AND status = 'pending' "
-				"AND expires_at > now() RETURNING open_link",
+				"AND expires_at > now() RETURNING open_link, clicks = 1",
 				1, types);
 	if (otp_spi_execute(plan, values, NULL, 1) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "click update failed");
 	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		otp_metric_add(OTP_M_CLICKS, 1);
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									   2, &isnull)))
+			otp_metric_add(OTP_M_LINKS_CLICKED, 1);
 		return otp_spi_text(1);
+	}
 
 	otp_prepare(&probe,
 				"SELECT 1 FROM otp_link.links WHERE id = $1 AND clicks IS NOT NULL",

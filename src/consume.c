@@ -540,10 +540,18 @@ consume_verified(const LinkRow *row, const char *sender, const char *digits,
 				"UPDATE otp_link.links SET status = 'verified', chat_id = $2, "
 				"finished_at = now(), messages_received = messages_received + 1, "
 				"token_hash = $3, token_expires_at = CASE WHEN $3 IS NOT NULL "
-				"THEN now() + make_interval(secs => $4) END WHERE id = $1",
+				"THEN now() + make_interval(secs => $4) END WHERE id = $1 "
+				"RETURNING extract(epoch FROM now() - created_at)::float8",
 				4, vtypes);
-	if (otp_spi_execute(verify_plan, vvalues, vnulls, 0) != SPI_OK_UPDATE)
+	if (otp_spi_execute(verify_plan, vvalues, vnulls, 0) != SPI_OK_UPDATE_RETURNING ||
+		SPI_processed != 1)
 		elog(ERROR, "could not verify link");
+	{
+		bool		isnull;
+
+		otp_metric_verified(DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0],
+														 SPI_tuptable->tupdesc, 1, &isnull)));
+	}
 	queue_reply(row->inst, row->link, row->link_id, "reply.success", digits,
 				render(row->messages, "success", url, row->name, code), row->rstatus);
 	queue_callback(row->link, "otp_link.verified",
@@ -569,6 +577,7 @@ consume_act(const LinkRow *row, const char *outcome, const char *sender,
 	else if (strcmp(outcome, "failed") == 0 && pending)
 	{
 		finish_link(row->link, "failed", "wrong_sender");
+		otp_metric_add(OTP_M_LINKS_FAILED, 1);
 		queue_reply(row->inst, row->link, row->link_id, "reply.failed", digits,
 					render(row->messages, "failed", NULL, row->name, code), row->rstatus);
 		queue_callback(row->link, "otp_link.failed",
@@ -579,6 +588,7 @@ consume_act(const LinkRow *row, const char *outcome, const char *sender,
 		const char *url = otp_jsonb_get_text(row->callbacks, "expired");
 
 		finish_link(row->link, "expired", "expired");
+		otp_metric_add(OTP_M_LINKS_EXPIRED, 1);
 		queue_reply(row->inst, row->link, row->link_id, "reply.expired", digits,
 					render(row->messages, "expired", NULL, row->name, code), row->rstatus);
 		queue_callback(row->link, "otp_link.expired",
@@ -632,6 +642,7 @@ otp_consume(const char *chat_id, const char *body, size_t body_len,
 						  code, digits, sizeof(digits)))
 	{
 		res.outcome = "ignored";
+		otp_metric_message(res.outcome);
 		return res;
 	}
 	sender = psprintf("%s@c.us", digits);
@@ -642,6 +653,7 @@ otp_consume(const char *chat_id, const char *body, size_t body_len,
 
 	if (consume_blocked(sender, message_id, &res))
 	{
+		otp_metric_message(res.outcome);
 		SPI_finish();
 		return res;
 	}
@@ -661,6 +673,7 @@ otp_consume(const char *chat_id, const char *body, size_t body_len,
 			consume_act(&row, res.outcome, sender, digits, code);
 	}
 	explicit_bzero(code, sizeof(code));
+	otp_metric_message(res.outcome);
 	SPI_finish();
 	return res;
 }

@@ -60,6 +60,7 @@ otp_link_expire(PG_FUNCTION_ARGS)
 	if (otp_spi_execute(plan, &limit, NULL, 0) != SPI_OK_SELECT)
 		elog(ERROR, "expiry sweep failed");
 	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	otp_metric_add(OTP_M_LINKS_EXPIRED, (uint64) n);
 	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)) > 0)
 		otp_link_wake_worker_at_commit();
 	SPI_finish();

@@ -458,6 +458,7 @@ otp_link_generate(PG_FUNCTION_ARGS)
 	if (st.rate_key)
 		check_rate_limit(st.instance, st.rate_key, st.inst_options);
 	generate_insert(&st, code);
+	otp_metric_add(OTP_M_LINKS_GENERATED, 1);
 
 	result = generate_response(&st, code);
 	explicit_bzero(code, sizeof(code));
@@ -586,6 +587,8 @@ otp_link_cancel(PG_FUNCTION_ARGS)
 	if (otp_spi_execute(plan, values, NULL, 1) != SPI_OK_UPDATE)
 		elog(ERROR, "cancel failed");
 	cancelled = (SPI_processed == 1);
+	if (cancelled)
+		otp_metric_add(OTP_M_LINKS_FAILED, 1);
 	result = otp_status_json(values[0], "cancelled", cancelled ? "true" : "false");
 	if (result == NULL)
 		no_such_link(values[0]);

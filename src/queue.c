@@ -377,6 +377,8 @@ result_row(ResultArrays *a, int i, OtpHttpRequest *req, TimestampTz now,
 		elog(DEBUG1, "otp_link delivery " INT64_FORMAT " attempt %d: %s (%d, %.1f ms)",
 			 req->id, req->attempts, status, req->http_status,
 			 req->elapsed_us / 1000.0);
+	if (!req->result_logged)
+		otp_metric_attempt(req->outcome, req->http_status, status);
 	req->result_logged = true;
 
 	a->ids[i] = Int64GetDatum(req->id);

@@ -154,6 +154,7 @@ redeem_token(text *token_arg, text *binding, const RedeemScope *scope)
 			if (otp_spi_execute(use_plan, &id, NULL, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not redeem token");
 			result = "redeemed";
+			otp_metric_add(OTP_M_LINKS_REDEEMED, 1);
 		}
 	}
 	SPI_finish();

@@ -4,10 +4,13 @@
  *	  State shared between backends and the worker: the worker's latch and
  *	  identity, the wake-up at COMMIT of a transaction that queued a
  *	  delivery, the cluster-wide budget of unknown codes, and the
- *	  registration of the worker and of the shared memory.
+ *	  registration of the worker and of the shared memory.  The
+ *	  transaction callbacks also hand the counters a transaction kept to
+ *	  metrics.c at COMMIT (and drop them on abort).
  *
- * Locking: OtpLinkShared.mutex (a spinlock) guards every field; it is held
- * for a few instructions only, never across a call that can ERROR.
+ * Locking: OtpLinkShared.mutex (a spinlock) guards every field but the
+ * counters (atomics); it is held for a few instructions only, never across
+ * a call that can ERROR.
  *
  *-------------------------------------------------------------------------
  */
@@ -77,6 +80,7 @@ otp_link_shmem_init(void)
 		otp_shared->guess_tokens = -1;	/* full at first use */
 		otp_shared->guess_refilled = 0;
 		otp_shared->guess_empty_logged = false;
+		otp_metrics_init();
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -134,8 +138,9 @@ wake_worker(void)
 
 /*
  * otp_link_xact_callback: at COMMIT, wake the worker if this transaction
- * queued a delivery; forget the request on abort or PREPARE (a prepared
- * transaction's deliveries are found by the worker's fallback timer).
+ * queued a delivery and add its counters to shared memory; forget both on
+ * abort or PREPARE (a prepared transaction's deliveries are found by the
+ * worker's fallback timer; its counts are not kept).  Never ERRORs.
  */
 static void
 otp_link_xact_callback(XactEvent event, void *arg)
@@ -143,6 +148,7 @@ otp_link_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
+			otp_metrics_at_commit();
 			if (wake_pending)
 			{
 				wake_pending = false;
@@ -151,11 +157,41 @@ otp_link_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
+			otp_metrics_at_abort();
 			wake_pending = false;
 			break;
 		default:
 			break;
 	}
+}
+
+/*
+ * otp_link_subxact_callback: a subtransaction's counters go to its parent
+ * when it commits and are dropped when it aborts (metrics.c).
+ */
+static void
+otp_link_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						  SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_COMMIT_SUB)
+		otp_metrics_at_subxact(true);
+	else if (event == SUBXACT_EVENT_ABORT_SUB)
+		otp_metrics_at_subxact(false);
+}
+
+/*
+ * otp_link_xact_callbacks: register the transaction callbacks, once per
+ * process (the lists live in TopMemoryContext).  Can ERROR only on
+ * out-of-memory.
+ */
+void
+otp_link_xact_callbacks(void)
+{
+	if (xact_cb_registered)
+		return;
+	RegisterXactCallback(otp_link_xact_callback, NULL);
+	RegisterSubXactCallback(otp_link_subxact_callback, NULL);
+	xact_cb_registered = true;
 }
 
 /*
@@ -208,11 +244,7 @@ otp_link_wake_worker_at_commit(void)
 {
 	if (otp_am_worker)
 		return;					/* it claims again on its own */
-	if (!xact_cb_registered)
-	{
-		RegisterXactCallback(otp_link_xact_callback, NULL);
-		xact_cb_registered = true;
-	}
+	otp_link_xact_callbacks();
 	wake_pending = true;
 	warn_not_served();
 }

@@ -495,6 +495,7 @@ otp_link_consume_webhook_format(PG_FUNCTION_ARGS)
 
 		if (why)
 		{
+			otp_metric_message("malformed");
 			append_json(&skip, skipped_json(f, why), nskip++ == 0);
 			continue;
 		}
