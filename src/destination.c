@@ -19,7 +19,7 @@
  *	  long, up to 32 times the first pause.
  *
  *	- a destination is "proven" once an attempt got an answer (not 408,
- *	  429, 5xx) within OTP_PROVEN_MS; a slow answer, a timeout or a
+ *	  429, 5xx) within OTP_PROVEN_MS (0.5 s); a slow answer, a timeout or a
  *	  failure makes it unproven again.  Unproven destinations (new ones
  *	  included) together get at most three quarters of
  *	  otp_link.max_concurrency while any destination is proven: a quarter
@@ -45,7 +45,7 @@
 #define OTP_DEST_KEY_SIZE	1024	/* dest_key is at most 255 characters */
 #define OTP_BREAKER_MAX_DOUBLINGS 5
 #define OTP_BREAKER_PROBES	4		/* requests in flight while half-open */
-#define OTP_PROVEN_MS		1000	/* an answer this fast proves a destination */
+#define OTP_PROVEN_MS		500		/* an answer this fast proves a destination */
 #define OTP_DEST_MAX		10000	/* idle proven destinations kept at most */
 
 /* the claim's order of destinations (otp_dest_limits) */
@@ -139,11 +139,13 @@ dest_limit(Destination *d, int64 now)
  * parallel arrays of every destination this process tracks (keys as text
  * Datums, limits and claim priorities as int4 Datums), palloc'd in
  * CurrentMemoryContext; returns their number.  *default_limit and
- * *default_pri apply to destinations not listed (never seen: unproven).
+ * *default_pri apply to destinations not listed (never seen: unproven);
+ * *unproven_budget is how many rows of unproven destinations the claim may
+ * take in all.
  */
 int
 otp_dest_limits(Datum **keys, Datum **limits, Datum **pris,
-				int *default_limit, int *default_pri)
+				int *default_limit, int *default_pri, int *unproven_budget)
 {
 	HASH_SEQ_STATUS seq;
 	Destination *d;
@@ -173,6 +175,7 @@ otp_dest_limits(Datum **keys, Datum **limits, Datum **pris,
 	/* what is left of the unproven destinations' budget */
 	budget = Max(budget - unproven, 0);
 	*default_limit = Min(otp_link_destination_concurrency, budget);
+	*unproven_budget = budget;
 	*default_pri = PRI_UNPROVEN;
 	if (destinations == NULL)
 		return 0;

@@ -561,7 +561,8 @@ otp_queue_record(OtpWorkerLoop *loop)
  * this worker still holds ($6); then, over all destinations, first the
  * first row of each, then the second of each, and so on, up to $1 rows;
  * within a round, destinations that answer quickly first (lim.pri, else
- * $8), then the oldest row.  A destination's backlog thus never sits ahead
+ * $8), then the oldest row; rows of unproven destinations (pri > 0) at
+ * most $9 in all.  A destination's backlog thus never sits ahead
  * of another's work.  The limits are joined (a hash join), not searched
  * per destination.  (The ORDER BY names dest_key, which the equality makes
  * redundant, so that the plan uses the (dest_key, next_attempt_at) index.)
@@ -570,8 +571,9 @@ otp_queue_record(OtpWorkerLoop *loop)
 DEST_KEYS ", lim AS (" \
 "  SELECT * FROM ROWS FROM (pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::int4[])," \
 "                           pg_catalog.unnest($7::int4[])) AS u(key, n, pri)), " \
-"c AS (" \
-"  SELECT x.id FROM k LEFT JOIN lim ON lim.key = k.key CROSS JOIN LATERAL (" \
+"r AS (" \
+"  SELECT x.id, x.rn, x.next_attempt_at, COALESCE(lim.pri, $8) AS pri" \
+"    FROM k LEFT JOIN lim ON lim.key = k.key CROSS JOIN LATERAL (" \
 "     SELECT s.id, s.next_attempt_at," \
 "            pg_catalog.row_number() OVER (ORDER BY s.next_attempt_at) AS rn" \
 "       FROM (SELECT d.id, d.next_attempt_at FROM otp_link.deliveries d" \
@@ -582,8 +584,14 @@ DEST_KEYS ", lim AS (" \
 "              ORDER BY d.dest_key, d.next_attempt_at" \
 "              LIMIT COALESCE(lim.n, $5)" \
 "              FOR UPDATE SKIP LOCKED) s) x" \
-"   WHERE k.key IS NOT NULL" \
-"   ORDER BY x.rn, COALESCE(lim.pri, $8), x.next_attempt_at" \
+"   WHERE k.key IS NOT NULL), " \
+"u AS (" \
+"  SELECT r.*, pg_catalog.row_number() OVER (PARTITION BY r.pri > 0" \
+"                                ORDER BY r.rn, r.pri, r.next_attempt_at) AS n" \
+"    FROM r), " \
+"c AS (" \
+"  SELECT u.id FROM u WHERE u.pri = 0 OR u.n <= $9" \
+"   ORDER BY u.rn, u.pri, u.next_attempt_at" \
 "   LIMIT $1) "
 
 /* the rows a claim takes on a 1.0 schema: the due rows, oldest first */
@@ -684,6 +692,7 @@ typedef struct ClaimArgs
 	Datum		held;			/* int8[]: held_ids() */
 	int			default_limit;	/* of a destination not listed */
 	int			default_pri;
+	int			unproven_budget;	/* rows of unproven ones in all */
 } ClaimArgs;
 
 /*
@@ -698,7 +707,7 @@ claim_args(OtpWorkerLoop *loop, ClaimArgs *ca)
 	Datum	   *pris;
 	Datum	   *blocked;
 	int			n = otp_dest_limits(&keys, &limits, &pris, &ca->default_limit,
-									&ca->default_pri);
+									&ca->default_pri, &ca->unproven_budget);
 	int			nb = 0;
 	int			i;
 
@@ -724,9 +733,9 @@ claim_rows(OtpWorkerLoop *loop, int slots, bool v11, ClaimArgs *ca)
 {
 	static SPIPlanPtr claim_plan = NULL;
 	static SPIPlanPtr claim_plan_10 = NULL;
-	Oid			argtypes[8] = {INT4OID, INT8OID, TEXTARRAYOID, INT4ARRAYOID,
-	INT4OID, INT8ARRAYOID, INT4ARRAYOID, INT4OID};
-	Datum		args[8];
+	Oid			argtypes[9] = {INT4OID, INT8OID, TEXTARRAYOID, INT4ARRAYOID,
+	INT4OID, INT8ARRAYOID, INT4ARRAYOID, INT4OID, INT4OID};
+	Datum		args[9];
 	List	   *reqs = NIL;
 	int			rc;
 	uint64		i;
@@ -740,8 +749,9 @@ claim_rows(OtpWorkerLoop *loop, int slots, bool v11, ClaimArgs *ca)
 	args[5] = ca->held;
 	args[6] = ca->pris;
 	args[7] = Int32GetDatum(ca->default_pri);
+	args[8] = Int32GetDatum(ca->unproven_budget);
 	rc = run_kept(v11 ? &claim_plan : &claim_plan_10,
-				  v11 ? claim_sql : claim_sql_10, v11 ? 8 : 2, argtypes, args,
+				  v11 ? claim_sql : claim_sql_10, v11 ? 9 : 2, argtypes, args,
 				  false, 0, 0);
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		ereport(ERROR,

@@ -52,7 +52,8 @@ extern void otp_queue_claim_and_send(OtpWorkerLoop *loop, int slots);
 
 /* destination.c */
 extern int	otp_dest_limits(Datum **keys, Datum **limits, Datum **pris,
-							int *default_limit, int *default_pri);
+							int *default_limit, int *default_pri,
+							int *unproven_budget);
 extern void otp_dest_started(OtpHttpRequest *req);
 extern bool otp_dest_finished(OtpHttpRequest *req);
 extern int64 otp_dest_next_probe_us(void);
