@@ -97,4 +97,13 @@ SELECT p.proname, has_function_privilege('otp_link_admin', p.oid, 'EXECUTE') AS 
        has_function_privilege('otp_link_app', p.oid, 'EXECUTE') AS app
   FROM pg_proc p WHERE p.pronamespace = 'otp_link'::regnamespace
    AND p.proname IN ('otp_link_counters', 'otp_link_gauges', 'otp_link_prometheus') ORDER BY 1;
+-- the text does not depend on the session's float settings (outside
+-- review: extra_float_digits = -15 printed 100001 pending links as 1e+05)
+SELECT count(otp_link.otp_link_generate(i.id)) AS generated
+  FROM (SELECT id FROM otp_link.instances LIMIT 1) i, generate_series(1, 12);
+SET extra_float_digits = -15;
+SELECT l = 'otp_link_links_pending ' || (SELECT count(*) FROM otp_link.links WHERE status = 'pending') AS pending_exact
+  FROM regexp_split_to_table(otp_link.otp_link_prometheus(), E'\n') l
+ WHERE l LIKE 'otp_link_links_pending %';
+RESET extra_float_digits;
 DROP EXTENSION otp_link;

@@ -417,7 +417,8 @@ append_gauges(StringInfo buf)
 	uint64		r;
 
 	otp_spi_connect();
-	otp_prepare(&plan, "SELECT metric, help, value::text FROM otp_link.otp_link_gauges()",
+	/* numeric: the text does not depend on extra_float_digits */
+	otp_prepare(&plan, "SELECT metric, help, value::numeric::text FROM otp_link.otp_link_gauges()",
 				0, NULL);
 	if (otp_spi_execute(plan, NULL, NULL, 0) != SPI_OK_SELECT)
 		elog(ERROR, "otp_link_gauges() failed");
