@@ -361,8 +361,7 @@ result_row(ResultArrays *a, int i, OtpHttpRequest *req, TimestampTz now,
 			status = "queued";
 			a->nexts[i] = TimestampTzGetDatum(at);
 			a->nexts_null[i] = false;
-			if (otp_mono_us() + delay * 1000 < loop->next_claim)
-				loop->next_claim = otp_mono_us() + delay * 1000;
+			loop->next_claim = Min(loop->next_claim, otp_mono_us() + delay * 1000);
 		}
 	}
 
