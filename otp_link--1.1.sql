@@ -193,7 +193,9 @@ CREATE TABLE otp_link.deliveries (
 			 THEN pg_catalog."left"(pg_catalog.lower(COALESCE(pg_catalog."substring"(destination,
 					'^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^/?#]*)'), '')), 255)
 			 ELSE 'reply:' || instance_id::text END) STORED
-);
+)
+/* room for the claim's HOT update (src/queue.c) */
+WITH (fillfactor = 70);
 /* the worker's claim: destination by destination, oldest due first */
 CREATE INDEX deliveries_dest_due_idx ON otp_link.deliveries (dest_key, next_attempt_at)
 	WHERE status = 'queued';

@@ -10,7 +10,13 @@
  * the others:
  *
  *	- at most otp_link.destination_concurrency deliveries are in flight to
- *	  one destination (the claim asks for no more; see queue.c);
+ *	  one destination (the claim asks for no more; see queue.c), or half of
+ *	  otp_link.max_concurrency when that is more and the destination is
+ *	  "fast": its last attempt got an answer within OTP_FAST_MS.  A fast
+ *	  destination gives its slots back within milliseconds, and the bigger
+ *	  share is what lets one receiver take thousands of deliveries a second
+ *	  (the claim's batches grow with it); should it turn slow, it holds at
+ *	  most half of the slots until its first slow answer or timeout;
  *	- after otp_link.breaker_failures consecutive failed attempts (no
  *	  answer, or 408, 429, 5xx) the destination is paused ("open"): none of
  *	  its deliveries is claimed for otp_link.breaker_pause, then up to
@@ -46,6 +52,7 @@
 #define OTP_BREAKER_MAX_DOUBLINGS 5
 #define OTP_BREAKER_PROBES	4		/* requests in flight while half-open */
 #define OTP_PROVEN_MS		500		/* an answer this fast proves a destination */
+#define OTP_FAST_MS			50		/* an answer this fast: the larger share */
 #define OTP_DEST_MAX		10000	/* idle proven destinations kept at most */
 
 /* the claim's order of destinations (otp_dest_limits) */
@@ -66,6 +73,7 @@ typedef struct Destination
 	int			inflight;		/* requests started, not yet finished */
 	bool		full;			/* reached its share since the last claim */
 	bool		proven;			/* its last attempt got a quick answer */
+	bool		fast;			/* ... within OTP_FAST_MS */
 	int			failures;		/* consecutive failed attempts */
 	int			opens;			/* consecutive pauses (doubles the pause) */
 	int			probes;			/* requests started while half-open */
@@ -106,6 +114,7 @@ lookup(const char *key, bool create)
 		d->inflight = 0;
 		d->full = false;
 		d->proven = false;
+		d->fast = false;
 		d->failures = 0;
 		d->opens = 0;
 		d->probes = 0;
@@ -113,6 +122,19 @@ lookup(const char *key, bool create)
 		d->open_until = 0;
 	}
 	return d;
+}
+
+/*
+ * dest_share: how many deliveries may be in flight to d while its breaker
+ * is closed: otp_link.destination_concurrency, or half of
+ * otp_link.max_concurrency when that is more and d is fast.
+ */
+static int
+dest_share(Destination *d)
+{
+	if (d->fast && d->state == DEST_CLOSED)
+		return Max(otp_link_destination_concurrency, otp_link_max_concurrency / 2);
+	return otp_link_destination_concurrency;
 }
 
 /*
@@ -131,7 +153,7 @@ dest_limit(Destination *d, int64 now)
 		return 0;
 	if (d->state == DEST_HALF_OPEN)
 		return Max(Min(OTP_BREAKER_PROBES, otp_link_destination_concurrency) - d->probes, 0);
-	return Max(otp_link_destination_concurrency - d->inflight, 0);
+	return Max(dest_share(d) - d->inflight, 0);
 }
 
 /*
@@ -208,7 +230,7 @@ otp_dest_started(OtpHttpRequest *req)
 
 	if (d == NULL)
 		return;
-	if (++d->inflight >= otp_link_destination_concurrency)
+	if (++d->inflight >= dest_share(d))
 		d->full = true;
 	if (d->state == DEST_HALF_OPEN)
 		d->probes++;
@@ -279,15 +301,17 @@ otp_dest_finished(OtpHttpRequest *req)
 	if (d == NULL)
 		return false;
 	d->inflight--;
-	if (d->full &&
-		otp_link_destination_concurrency - d->inflight >= Max(otp_link_destination_concurrency / 4, 1))
+	failed = attempt_failed(req, &neutral);
+	if (!neutral)
+	{
+		d->proven = !failed && req->elapsed_us < OTP_PROVEN_MS * 1000;
+		d->fast = d->proven && req->elapsed_us < OTP_FAST_MS * 1000;
+	}
+	if (d->full && dest_share(d) - d->inflight >= Max(dest_share(d) / 4, 1))
 	{
 		d->full = false;
 		claim = true;
 	}
-	failed = attempt_failed(req, &neutral);
-	if (!neutral)
-		d->proven = !failed && req->elapsed_us < OTP_PROVEN_MS * 1000;
 	if (neutral)
 		;
 	else if (!failed)

@@ -245,11 +245,12 @@ clean_text(const char *s, size_t len, char *const *secrets, int nsecrets)
  * cache re-plans it after DDL on the tables, e.g. an extension update).
  * The worker's three statements of every round (claim, record, next due)
  * are thus parsed once, not once per round.  cursor_options
- * CURSOR_OPT_CUSTOM_PLAN plans every execution anew: the record statement
- * needs that, since a generic plan made while the queue was short (a hash
- * join over every queued row) stays in use when it is long, and then costs
- * O(queue) per round (measured: 20,000 callbacks took 7.4 s instead of
- * 3.5 s).  Must be called inside otp_worker_begin_tx()/otp_worker_end_tx(); leaves SPI's
+ * CURSOR_OPT_GENERIC_PLAN plans once for every execution: the worker runs
+ * with hash and merge joins disabled (worker.c), so a plan made while the
+ * queue was short cannot turn into a hash join over every queued row when
+ * it is long (1.1.0 planned the record statement anew each round for that
+ * reason: 2.4 ms a round).
+ * Must be called inside otp_worker_begin_tx()/otp_worker_end_tx(); leaves SPI's
  * procedure context current, as SPI_execute_with_args does.  Can ERROR.
  */
 static int
@@ -395,6 +396,13 @@ result_row(ResultArrays *a, int i, OtpHttpRequest *req, TimestampTz now,
  * transaction, must not stall the worker), update those (only rows still
  * queued with the same attempt count: a requeue in between wins), and
  * return the ids of the rows it skipped, to be recorded in a later round.
+ * A row deleted meanwhile (otp_link_instance_delete, an administrator) is
+ * not skipped but done with: 1.1.0 kept it and tried again every 0.1 s for
+ * the life of the worker.
+ * Each row is found through the primary key alone (the lateral lock, then
+ * the join on id): the status and attempt count are checked on the locked
+ * row, not in the UPDATE's WHERE, where the partial index of queued rows
+ * would match and tempt the planner to walk every queued row.
  */
 #define RECORD_SQL \
 "WITH r AS (" \
@@ -402,40 +410,45 @@ result_row(ResultArrays *a, int i, OtpHttpRequest *req, TimestampTz now,
 "                           pg_catalog.unnest($3), pg_catalog.unnest($4), " \
 "                           pg_catalog.unnest($5), pg_catalog.unnest($6)) " \
 "         AS r(id, status, next_at, http, err, attempts)), " \
-"l AS (SELECT d.id FROM otp_link.deliveries d JOIN r ON d.id = r.id " \
-"       FOR UPDATE OF d SKIP LOCKED), " \
+"l AS (SELECT r.*, x.cur_status, x.cur_attempts FROM r CROSS JOIN LATERAL (" \
+"       SELECT d.status AS cur_status, d.attempts AS cur_attempts" \
+"         FROM otp_link.deliveries d WHERE d.id = r.id" \
+"          FOR UPDATE SKIP LOCKED) x), " \
 "u AS (UPDATE otp_link.deliveries d " \
-"         SET status = r.status, " \
-"             next_attempt_at = coalesce(r.next_at, d.next_attempt_at), " \
+"         SET status = l.status, " \
+"             next_attempt_at = coalesce(l.next_at, d.next_attempt_at), " \
 "             locked_until = NULL, " \
-"             last_http_status = r.http, " \
-"             last_error = r.err, " \
+"             last_http_status = l.http, " \
+"             last_error = l.err, " \
 "             updated_at = pg_catalog.now(), " \
-"             delivered_at = CASE WHEN r.status = 'delivered' " \
+"             delivered_at = CASE WHEN l.status = 'delivered' " \
 "                            THEN pg_catalog.now() ELSE d.delivered_at END " \
-"        FROM r, l " \
-"       WHERE d.id = r.id AND l.id = r.id " \
-"         AND d.status = 'queued' AND d.attempts = r.attempts) " \
-"SELECT r.id FROM r WHERE r.id NOT IN (SELECT l.id FROM l)"
+"        FROM l " \
+"       WHERE d.id = l.id " \
+"         AND l.cur_status = 'queued' AND l.cur_attempts = l.attempts) " \
+"SELECT r.id FROM r WHERE r.id NOT IN (SELECT l.id FROM l)" \
+"   AND EXISTS (SELECT FROM otp_link.deliveries d WHERE d.id = r.id)"
 
 /*
- * results_update: the one statement, in its own short transaction, that
- * writes the n results in a (RECORD_SQL).  Returns the number of rows it
- * skipped because another transaction held them, and their ids in
- * *skipped (palloc'd in CurrentMemoryContext).  ERRORs on database errors.
+ * record_rows: the one statement that writes the n results in a
+ * (RECORD_SQL), inside the round's transaction.  Returns the number of
+ * rows it skipped because another transaction held them, and their ids in
+ * *skipped (palloc'd in CurrentMemoryContext).  Not inlined, so that a
+ * profile of the worker shows it apart.  ERRORs on database errors.
  */
-static int
-results_update(ResultArrays *a, int n, int64 **skipped)
+static pg_noinline int
+record_rows(ResultArrays *a, int n, int64 **skipped)
 {
+	static SPIPlanPtr plan = NULL;
 	int			dims[1];
 	int			lbs[1] = {1};
 	Oid			argtypes[6] = {INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
 	INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
 	Datum		args[6];
 	int			rc;
-	int			nskipped = 0;
+	MemoryContext outer = CurrentMemoryContext;
+	uint64		k;
 
-	*skipped = NULL;
 	dims[0] = n;
 	args[0] = PointerGetDatum(construct_array(a->ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	args[1] = PointerGetDatum(construct_array(a->statuses, n, TEXTOID, -1, false, TYPALIGN_INT));
@@ -447,77 +460,71 @@ results_update(ResultArrays *a, int n, int64 **skipped)
 												 TEXTOID, -1, false, TYPALIGN_INT));
 	args[5] = PointerGetDatum(construct_array(a->atts, n, INT4OID, 4, true, TYPALIGN_INT));
 
-	otp_worker_begin_tx("otp_link: recording delivery results");
-	if (otp_extension_ready())
+	rc = run_kept(&plan, RECORD_SQL, 6, argtypes, args, false, 0,
+				  CURSOR_OPT_GENERIC_PLAN);
+	if (rc != SPI_OK_SELECT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("otp_link worker could not record delivery results: %s",
+						SPI_result_code_string(rc))));
+	*skipped = MemoryContextAlloc(outer, Max(SPI_processed, 1) * sizeof(int64));
+	for (k = 0; k < SPI_processed; k++)
 	{
-		static SPIPlanPtr plan = NULL;
-		MemoryContext outer = CurrentMemoryContext;
-		uint64		k;
+		bool		isnull;
 
-		rc = run_kept(&plan, RECORD_SQL, 6, argtypes, args, false, 0,
-					  CURSOR_OPT_CUSTOM_PLAN);
-		if (rc != SPI_OK_SELECT)
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("otp_link worker could not record delivery results: %s",
-							SPI_result_code_string(rc))));
-		nskipped = (int) SPI_processed;
-		*skipped = MemoryContextAlloc(outer, Max(nskipped, 1) * sizeof(int64));
-		for (k = 0; k < SPI_processed; k++)
-		{
-			bool		isnull;
-
-			(*skipped)[k] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
-														SPI_tuptable->tupdesc, 1, &isnull));
-		}
+		(*skipped)[k] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
+													SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	otp_worker_end_tx();
-	return nskipped;
+	MemoryContextSwitchTo(outer);
+	return (int) SPI_processed;
 }
 
 /*
- * otp_queue_record: write the outcome of the finished requests in
- * "unrecorded" in one transaction (one statement over unnest()ed arrays),
- * then free the requests recorded; those whose rows another transaction
- * held stay in "unrecorded" for a later round.  Retries get their
- * next_attempt_at from the schedule (or a later Retry-After);
- * loop->next_claim is pulled forward to the earliest.  Allocates in
- * CurrentMemoryContext (the loop context).  Can ERROR on database errors;
- * the requests then stay in "unrecorded" (the caller retries later) and,
- * since a claim never takes a held row, are not sent again.
+ * results_arrays: the recording statement's arrays for the finished
+ * requests in loop->unrecorded (result_row), in CurrentMemoryContext.
+ * Returns their number.
  */
-void
-otp_queue_record(OtpWorkerLoop *loop)
+static int
+results_arrays(OtpWorkerLoop *loop, ResultArrays *a)
 {
 	int			n = list_length(loop->unrecorded);
-	ResultArrays a;
 	TimestampTz now = GetCurrentTimestamp();
 	int			i = 0;
 	ListCell   *lc;
-	int64	   *skipped;
-	int			nskipped;
-	List	   *kept = NIL;
-	MemoryContext old;
 
-	a.ids = palloc(n * sizeof(Datum));
-	a.statuses = palloc(n * sizeof(Datum));
-	a.nexts = palloc(n * sizeof(Datum));
-	a.nexts_null = palloc(n * sizeof(bool));
-	a.https = palloc(n * sizeof(Datum));
-	a.https_null = palloc(n * sizeof(bool));
-	a.errs = palloc(n * sizeof(Datum));
-	a.errs_null = palloc(n * sizeof(bool));
-	a.atts = palloc(n * sizeof(Datum));
-
+	a->ids = palloc(n * sizeof(Datum));
+	a->statuses = palloc(n * sizeof(Datum));
+	a->nexts = palloc(n * sizeof(Datum));
+	a->nexts_null = palloc(n * sizeof(bool));
+	a->https = palloc(n * sizeof(Datum));
+	a->https_null = palloc(n * sizeof(bool));
+	a->errs = palloc(n * sizeof(Datum));
+	a->errs_null = palloc(n * sizeof(bool));
+	a->atts = palloc(n * sizeof(Datum));
 	foreach(lc, loop->unrecorded)
-		result_row(&a, i++, (OtpHttpRequest *) lfirst(lc), now, loop);
-	nskipped = results_update(&a, n, &skipped);
+		result_row(a, i++, (OtpHttpRequest *) lfirst(lc), now, loop);
+	return n;
+}
+
+/*
+ * results_recorded: after the round's COMMIT, free the requests recorded;
+ * those whose rows another transaction held (skipped) stay in
+ * loop->unrecorded for a later round.  Cannot ERROR except on out of
+ * memory.
+ */
+static void
+results_recorded(OtpWorkerLoop *loop, int64 *skipped, int nskipped)
+{
+	List	   *kept = NIL;
+	ListCell   *lc;
+	MemoryContext old;
 
 	/* the list outlives the round */
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	foreach(lc, loop->unrecorded)
 	{
 		OtpHttpRequest *req = (OtpHttpRequest *) lfirst(lc);
+		int			i;
 
 		for (i = 0; i < nskipped; i++)
 			if (skipped[i] == req->id)
@@ -604,6 +611,10 @@ DEST_KEYS ", lim AS (" \
 "   FOR UPDATE SKIP LOCKED) "
 
 /*
+ * The claim's UPDATE changes only columns no index covers (locked_until,
+ * attempts; updated_at is left to the recording), so with the free space
+ * the table's fillfactor keeps it is a HOT update: no index entries.
+ *
  * Columns returned by the claim query:
  *	1 id, 2 attempts, 3 webhook_id, 4 url, 5 body, 6 mode
  *	('signed' | 'cloud' | 'none'), 7 secret, 8 token, 9 the previous
@@ -616,8 +627,7 @@ DEST_KEYS ", lim AS (" \
 choose \
 "UPDATE otp_link.deliveries d" \
 "   SET locked_until = pg_catalog.now() + $2 * interval '1 millisecond'," \
-"       attempts = d.attempts + 1," \
-"       updated_at = pg_catalog.now()" \
+"       attempts = d.attempts + 1" \
 "  FROM c, otp_link.instances i," \
 "       LATERAL (SELECT i.options -> 'reply_endpoint' AS ep) e," \
 "       LATERAL (SELECT CASE pg_catalog.jsonb_typeof(e.ep)" \
@@ -724,10 +734,12 @@ claim_args(OtpWorkerLoop *loop, ClaimArgs *ca)
 /*
  * claim_rows: claim up to "slots" due deliveries (FOR UPDATE SKIP LOCKED,
  * a lease of timeout + margin, the attempt counted; on a 1.1 schema fairly
- * between destinations, see CLAIM_CHOOSE) and build their requests.  Runs inside the claim's transaction; the list and requests
- * live in loop->cxt.  ERRORs on database errors.
+ * between destinations, see CLAIM_CHOOSE) and build their requests.
+ * Runs inside the round's transaction; the list and requests live in
+ * loop->cxt.  Not inlined, so that a profile shows it apart.  ERRORs on
+ * database errors.
  */
-static List *
+static pg_noinline List *
 claim_rows(OtpWorkerLoop *loop, int slots, bool v11, ClaimArgs *ca)
 {
 	static SPIPlanPtr claim_plan = NULL;
@@ -751,7 +763,7 @@ claim_rows(OtpWorkerLoop *loop, int slots, bool v11, ClaimArgs *ca)
 	args[8] = Int32GetDatum(ca->unproven_budget);
 	rc = run_kept(v11 ? &claim_plan : &claim_plan_10,
 				  v11 ? claim_sql : claim_sql_10, v11 ? 9 : 2, argtypes, args,
-				  false, 0, 0);
+				  false, 0, CURSOR_OPT_GENERIC_PLAN);
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -809,13 +821,13 @@ next_due(TimestampTz now, TimestampTz fallback, bool v11, ClaimArgs *ca)
 					  " WHERE k.key IS NOT NULL"
 					  "   AND NOT EXISTS (SELECT FROM pg_catalog.unnest($1::text[]) b(key)"
 					  "                    WHERE b.key = k.key)",
-					  2, argtypes, args, false, 1, 0);
+					  2, argtypes, args, false, 1, CURSOR_OPT_GENERIC_PLAN);
 	else
 		rc = run_kept(&next_plan_10,
 					  "SELECT pg_catalog.min(next_attempt_at) FROM otp_link.deliveries"
 					  " WHERE status = 'queued'"
 					  "   AND (locked_until IS NULL OR locked_until < pg_catalog.now())",
-					  0, NULL, NULL, false, 1, 0);
+					  0, NULL, NULL, false, 1, CURSOR_OPT_GENERIC_PLAN);
 	if (rc == SPI_OK_SELECT && SPI_processed == 1)
 	{
 		bool		isnull;
@@ -864,37 +876,58 @@ start_requests(OtpWorkerLoop *loop, List *reqs)
 }
 
 /*
- * otp_queue_claim_and_send: claim up to "slots" due deliveries in one short
- * transaction, then (after COMMIT) start their requests.  Sets loop->next_claim:
- * now when the batch was full (more may be due), else when the earliest
- * delivery it may claim is due.  Can ERROR on database errors (nothing has
- * been sent then).
+ * otp_queue_round: one short transaction that records the finished
+ * requests in loop->unrecorded (when "record") and claims up to "slots"
+ * due deliveries (when slots > 0); after its COMMIT, the recorded requests
+ * are freed and the claimed ones started.  One commit a round, not two:
+ * the worker's throughput to a fast receiver is bounded by its rounds.
+ * Sets loop->next_claim when it claims: now when the batch was full (more
+ * may be due), else when the earliest delivery it may claim is due.
+ * Allocates in CurrentMemoryContext (the loop context).  Can ERROR on
+ * database errors: nothing is recorded or sent then; the requests stay in
+ * loop->unrecorded (the caller retries later) and, since a claim never
+ * takes a held row, are not sent again.
  */
 void
-otp_queue_claim_and_send(OtpWorkerLoop *loop, int slots)
+otp_queue_round(OtpWorkerLoop *loop, bool record, int slots)
 {
+	ResultArrays a;
+	int			n = record ? results_arrays(loop, &a) : 0;
+	int64	   *skipped = NULL;
+	int			nskipped = 0;
 	List	   *reqs = NIL;
 	TimestampTz now = GetCurrentTimestamp();
 	int64		mono = otp_mono_us();
 	TimestampTz fallback = TimestampTzPlusMilliseconds(now, otp_link_sweep_interval_ms);
 	TimestampTz next = fallback;
 
-	otp_worker_begin_tx("otp_link: claiming deliveries");
+	otp_worker_begin_tx(slots > 0 ? "otp_link: recording and claiming deliveries" :
+						"otp_link: recording delivery results");
 	if (otp_extension_ready())
 	{
-		bool		v11 = schema_is_11();
-		ClaimArgs	ca;
+		if (n > 0)
+			nskipped = record_rows(&a, n, &skipped);
+		if (slots > 0)
+		{
+			bool		v11 = schema_is_11();
+			ClaimArgs	ca;
 
-		claim_args(loop, &ca);
-		reqs = claim_rows(loop, slots, v11, &ca);
-		next = (list_length(reqs) >= slots) ? now : next_due(now, fallback, v11, &ca);
+			claim_args(loop, &ca);
+			reqs = claim_rows(loop, slots, v11, &ca);
+			next = (list_length(reqs) >= slots) ? now : next_due(now, fallback, v11, &ca);
+		}
 	}
 	otp_worker_end_tx();
-	/* the wall clock only measures the distance to next_attempt_at */
-	loop->next_claim = mono + Max(next - now, 0);
 
-	/* the transaction is closed: now talk to the network */
-	start_requests(loop, reqs);
+	if (record)
+		results_recorded(loop, skipped, nskipped);
+	if (slots > 0)
+	{
+		/* the wall clock only measures the distance to next_attempt_at */
+		loop->next_claim = mono + Max(next - now, 0);
+		/* the transaction is closed: now talk to the network */
+		start_requests(loop, reqs);
+	}
 }
 
 /* ----------------------------------------------------------------

@@ -28,7 +28,7 @@ typedef struct OtpWorkerLoop
 	int64		next_sweep;
 	int64		next_record;	/* record unrecorded results when now >= this */
 	int			record_failures;	/* consecutive failed recording rounds */
-	bool		recording;		/* otp_queue_record() is running */
+	bool		recording;		/* otp_queue_round() is recording */
 	List	   *unrecorded;		/* finished requests (TopMemoryContext) */
 } OtpWorkerLoop;
 
@@ -47,8 +47,7 @@ extern int64 otp_retry_delay_ms(int attempts);
 extern void otp_worker_begin_tx(const char *activity);
 extern void otp_worker_end_tx(void);
 extern bool otp_extension_ready(void);
-extern void otp_queue_record(OtpWorkerLoop *loop);
-extern void otp_queue_claim_and_send(OtpWorkerLoop *loop, int slots);
+extern void otp_queue_round(OtpWorkerLoop *loop, bool record, int slots);
 
 /* destination.c */
 extern int	otp_dest_limits(Datum **keys, Datum **limits, Datum **pris,

@@ -14,6 +14,9 @@
 #  3. The worker stopped (SIGSTOP) for longer than otp_link.timeout while
 #     its requests are answered: after SIGCONT it reads the answers before
 #     timing anything out; none is sent twice.
+#  4. Deliveries deleted while in flight: their results are done with once
+#     the answers arrive (1.1.0 kept them as "held elsewhere" and ran the
+#     recording statement every 0.1 s for the life of the worker).
 #
 # On de27b85: 1. the whole batch waited for the lock; 2. the worker sat in
 # the lock wait while the answers waited, libcurl timed them out and they
@@ -119,6 +122,26 @@ is($node->safe_psql('postgres',
 	"SELECT max(attempts) FROM otp_link.deliveries WHERE destination LIKE '$url/slow/1000/sigstop/%'"),
 	'1', 'the answers were read, not timed out: none attempted twice');
 is(duplicates(qr{^/slow/1000/sigstop/}), 0, 'no webhook-id reached the receiver twice');
+
+# --- 4. deliveries deleted while in flight -----------------------------------------
+add_delivery($node, $inst, "$url/slow/1000/deleted/", n => 8);
+ok(wait_until(sub {
+	$node->safe_psql('postgres',
+		"SELECT count(*) FROM otp_link.deliveries WHERE destination LIKE '$url/slow/1000/deleted/%' AND locked_until IS NOT NULL") == 8
+}, 10), '8 deliveries in flight');
+$node->safe_psql('postgres',
+	"DELETE FROM otp_link.deliveries WHERE destination LIKE '$url/slow/1000/deleted/%'");
+sleep(2);		# the answers arrive; their rows are gone
+my $commits = sub {
+	$node->safe_psql('postgres',
+		"SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'");
+};
+my $c0 = $commits->();
+sleep(3);
+my $c1 = $commits->();
+note("transactions committed in 3 s after the answers to deleted rows: " . ($c1 - $c0));
+cmp_ok($c1 - $c0, '<', 10,
+	'results for deleted rows are done with, not tried again every 0.1 s');
 
 $node->stop;
 stop_receiver($rcv);
