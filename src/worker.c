@@ -158,7 +158,9 @@ wait_for_work(void)
 /*
  * take_finished: collect the requests that finished, tell destination.c
  * (claim again at once when one of them held back its destination), and
- * queue them for recording.
+ * queue them for recording: within OTP_RECORD_DELAY_US of the first one,
+ * or earlier with a claim or a full batch (one_round), so that a stream of
+ * answers is recorded in batches, not a transaction per answer.
  */
 static void
 take_finished(void)
@@ -172,6 +174,8 @@ take_finished(void)
 	foreach(lc, finished)
 		if (otp_dest_finished((OtpHttpRequest *) lfirst(lc)))
 			loop.next_claim = 0;
+	if (loop.unrecorded == NIL)
+		loop.next_record = Max(loop.next_record, otp_mono_us() + OTP_RECORD_DELAY_US);
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	loop.unrecorded = list_concat(loop.unrecorded, finished);
 	MemoryContextSwitchTo(old);
@@ -206,10 +210,14 @@ one_round(void)
 	}
 
 	now = otp_mono_us();
-	record = (loop.unrecorded != NIL && now >= loop.next_record);
 	slots = otp_link_max_concurrency - otp_http_inflight();
 	if (slots <= 0 || now < loop.next_claim)
 		slots = 0;
+	/* due, or along with a claim or a full batch unless backing off */
+	record = loop.unrecorded != NIL &&
+		(now >= loop.next_record ||
+		 (loop.record_failures == 0 &&
+		  (slots > 0 || list_length(loop.unrecorded) >= OTP_RECORD_BATCH)));
 	if (record || slots > 0)
 	{
 		loop.recording = record;

@@ -35,6 +35,9 @@ typedef struct OtpWorkerLoop
 /* the worker's lock_timeout, and its pause between recording attempts */
 #define OTP_WORKER_LOCK_TIMEOUT	"100ms"
 #define OTP_RECORD_RETRY_US		((int64) 100000)
+/* results wait at most this long to be recorded in a batch, or this many */
+#define OTP_RECORD_DELAY_US		((int64) 2000)
+#define OTP_RECORD_BATCH		64
 
 /* retry.c */
 extern bool otp_link_check_retry_schedule(char **newval, void **extra,
