@@ -59,11 +59,15 @@ PHASE_SHOW[wait]='wait_for_work, *WaitEventSet*, epoll, latch'
 # OTHER the innermost named functions of the samples left to "other", with
 # their counts (to extend the patterns)
 phase_classify() {
-	perf script -i "$1" -F ip,sym,dso 2>/dev/null | awk -v phases="${PHASES[*]}" \
+	perf script -i "$1" -F ip,sym,dso 2>/dev/null | phase_classify_text "$2" "$3"
+}
+# phase_classify_text OUT OTHER: the same from perf script's text on stdin
+phase_classify_text() {
+	awk -v phases="${PHASES[*]}" \
 		-v re_claimrecord="${PHASE_RE[claim+record]}" -v re_claim="${PHASE_RE[claim]}" \
 		-v re_record="${PHASE_RE[record]}" -v re_sign="${PHASE_RE[sign]}" -v re_build="${PHASE_RE[build]}" \
 		-v re_http="${PHASE_RE[http]}" -v re_wait="${PHASE_RE[wait]}" \
-		-v dso_sign="${PHASE_DSO[sign]}" -v dso_http="${PHASE_DSO[http]}" -v other="$3" '
+		-v dso_sign="${PHASE_DSO[sign]}" -v dso_http="${PHASE_DSO[http]}" -v other="$2" '
 		BEGIN { n = split(phases, ph, " ")
 			re["claim+record"] = re_claimrecord; re["claim"] = re_claim; re["record"] = re_record
 			re["sign"] = re_sign; re["build"] = re_build; re["http"] = re_http; re["wait"] = re_wait
@@ -95,7 +99,7 @@ phase_classify() {
 			finish()
 			for (p in count) printf "%s %d %d %d\n", p, count[p], total, incommit[p] + 0
 			for (f in oth) printf "%d %s\n", oth[f], f | ("sort -rn >" other)
-		}' >"$2"
+		}' >"$1"
 }
 
 phase_table=""
@@ -120,6 +124,7 @@ phase_burst() {
 	phase_samples=$(awk 'NR == 1 { print $3 }' "$w/phases.txt")
 	total_us=$(awk -v c="$phase_cpu" -v n="$phase_ok" 'BEGIN { if (n > 0) printf "%.1f", c * 1e6 / n }')
 	phase_us_total=$total_us
+	phase_oncpu=$(awk -v c="$total_us" -v r="${bst[rate.burstprof]}" 'BEGIN { if (r > 0) printf "%.0f", 100 * c * r / 1e6 }')
 	phase_wall_us=$(awk -v r="${bst[rate.burstprof]}" 'BEGIN { if (r > 0) printf "%.1f", 1e6 / r }')
 	local p line rows=""
 	for p in "${PHASES[@]}" other; do
@@ -133,7 +138,7 @@ phase_burst() {
 	other_top=$(awk -v t="$(awk 'NR == 1 { print $3 }' "$w/phases.txt")" 'NR <= 6 && t > 0 { printf "%s`%s` %.1f %%", (NR > 1 ? ", " : ""), $2, 100 * $1 / t }' "$w/phases-other.txt")
 	phase_table="#### Worker: µs per delivery by phase (perf cpu-clock during a burst of 20,000 callbacks to nginx)
 
-${bst[ok.burstprof]} delivered in this burst at ${bst[rate.burstprof]}/s under perf (the unprofiled burst above: ${bst[rate.burst]}/s); the worker used ${phase_cpu} s of CPU: **${total_us} µs of worker CPU per delivery** (a delivery every ${phase_wall_us} µs of wall time; 20,000/s needs 50 µs). ${phase_samples:-0} samples at 1,999 Hz; each sample goes to the innermost frame of its call chain that matches a phase's pattern (unnamed frames by their library). Noisy: ±30 % from run to run on the shared 2-core VM; /proc counts CPU in 10 ms ticks.
+${bst[ok.burstprof]} delivered in this burst at ${bst[rate.burstprof]}/s under perf (the unprofiled burst above: ${bst[rate.burst]}/s); the worker used ${phase_cpu} s of CPU: **${total_us} µs of worker CPU per delivery** (a delivery every ${phase_wall_us} µs of wall time: the worker was on a CPU ${phase_oncpu} % of the burst, the rest it waited for WAL flushes, nginx or a CPU; 20,000/s needs 50 µs). ${phase_samples:-0} samples at 1,999 Hz; each sample goes to the innermost frame of its call chain that matches a phase's pattern (unnamed frames by their library). Noisy: ±30 % from run to run on the shared 2-core VM; /proc counts CPU in 10 ms ticks.
 
 | phase | what | share of worker CPU | µs per delivery | of which in COMMIT | functions (patterns at the top of test/bench/phases.sh) |
 |---|---|---|---|---|---|

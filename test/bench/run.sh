@@ -519,7 +519,9 @@ for _ in $(seq 21); do echo "SELECT length(otp_link.otp_link_prometheus());"; do
 	psql -X -q -h "$w" -p "$pgport" -U postgres -d bench -o /dev/null -c '\timing on' -f - 2>&1 |
 	sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | sort -n >"$w/scrape.txt"
 read -r scrape_n scrape_p50 scrape_p95 scrape_max < <(awk '{ a[NR] = $1 } END { printf "%d %s %s %s\n", NR, a[int((NR + 1) / 2)], a[int(NR * 0.95 + 0.5)], a[NR] }' "$w/scrape.txt")
-say "  median $scrape_p50 ms, 95th percentile $scrape_p95 ms, max $scrape_max ms ($scrape_n runs)"
+scrape_rows=$(q -c "SELECT format('%s pending links, %s queued deliveries', (SELECT count(*) FROM otp_link.links WHERE status = 'pending'),
+	(SELECT count(*) FROM otp_link.deliveries WHERE status = 'queued'))")
+say "  median $scrape_p50 ms, 95th percentile $scrape_p95 ms, max $scrape_max ms ($scrape_n runs; $scrape_rows)"
 
 # ---------------------------------------------------------------- flow
 . test/bench/flow.sh
@@ -666,7 +668,7 @@ consume_note=${consume_note:+$consume_note; }
 	done
 	row "otp_link_prometheus() with ${stored[big]} links stored: median of $scrape_n" "$(fmt "$scrape_p50") ms" \
 		"95th percentile $(fmt "$scrape_p95") ms, max $(fmt "$scrape_max") ms" "" "< 5 ms" "$(verdict le "$scrape_p50" 4.9999)" \
-		"psql \\timing, one session, right after the scale runs (BENCH_SCALE=$BENCH_SCALE); 21 runs: the 95th percentile stands for the p99"
+		"psql \\timing, one session, right after the scale runs (BENCH_SCALE=$BENCH_SCALE); 21 runs: the 95th percentile stands for the p99; $scrape_rows (the gauges count pending links and queued deliveries: the cost follows those, not the links stored; the scale runs leave their generated links and unused codes pending)"
 	flow_what="the whole flow, $BENCH_FLOW_RATE logins/s for ${BENCH_FLOW_SECONDS}s, ${stored[big]} stored, synchronous_commit off"
 	flow_notes="$flow_made generated, $flow_con_n consumed 1–5 s later ($flow_outcomes, $flow_polls empty polls), $flow_arr_n callbacks timed; transaction times exclude pgbench's schedule lag (p99 lag: generate $flow_gen_lag99 ms, consume $flow_con_lag99 ms); worker CPU ${flow_cpu}%"
 	row "$flow_what: otp_link_generate p99 (4 clients, -R $BENCH_FLOW_RATE)" "$(fmt "$flow_gen_p99") ms" "p50 $(fmt "$flow_gen_p50") ms" "" \
