@@ -17,6 +17,8 @@
 #       -> receiver.py's webhook-id
 #   flow_q0, flow_qmax, flow_qend   queued deliveries at the start, at most
 #       during the run (sampled each second), when the generator stopped
+#   flow_deliv   the flow's replies and callbacks as the worker saw them:
+#       delivered, retried, delivered_at - created_at, the commonest error
 
 BENCH_FLOW_RATE=${BENCH_FLOW_RATE:-500}
 BENCH_FLOW_SECONDS=${BENCH_FLOW_SECONDS:-60}
@@ -111,7 +113,18 @@ SQL
 	flow_cpu=$(awk -v c=$(( flow_cpu1 - flow_cpu0 )) -v hz="$hz" -v t="$ctime" 'BEGIN { printf "%.0f", 100 * c / hz / t }')
 	flow_outcomes=$(q -c "SELECT string_agg(coalesce(outcome, 'not consumed') || ' ' || n, ', ' ORDER BY n DESC)
 		FROM (SELECT outcome, count(*) AS n FROM bench.flow GROUP BY 1) s")
+	# what the worker did with the flow's deliveries (server side)
+	flow_deliv=$(q -c "SELECT string_agg(format('%s: %s delivered, %s retried, delivered_at - created_at p50 %s / p99 %s ms%s',
+			CASE kind WHEN 'reply' THEN 'replies' ELSE 'callbacks' END, delivered, retried, p50, p99, coalesce(', last error: ' || err, '')), '; ' ORDER BY kind)
+		FROM (SELECT d.kind, count(*) FILTER (WHERE d.status = 'delivered') AS delivered,
+					 count(*) FILTER (WHERE d.attempts > 1) AS retried,
+					 round((percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM d.delivered_at - d.created_at)) * 1000)::numeric, 1) AS p50,
+					 round((percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM d.delivered_at - d.created_at)) * 1000)::numeric, 1) AS p99,
+					 mode() WITHIN GROUP (ORDER BY left(d.last_error, 80)) AS err
+				FROM otp_link.deliveries d JOIN bench.flow f ON d.link_id = f.link
+			   GROUP BY d.kind) s")
 	say "  $flow_made generated ($flow_gen_n logged), $flow_con_n consumed ($flow_outcomes), $flow_polls empty polls; $flow_arr_n callbacks timed"
 	say "  generate p50 $flow_gen_p50 / p99 $flow_gen_p99 ms; consume p50 $flow_con_p50 / p99 $flow_con_p99 ms; COMMIT -> arrival p50 $flow_arr_p50 / p99 $flow_arr_p99 / max $flow_arr_max ms"
 	say "  queued deliveries: $flow_q0 at the start, at most $flow_qmax, $flow_qend at the end; worker CPU ${flow_cpu}%"
+	say "  $flow_deliv"
 }

@@ -681,7 +681,7 @@ consume_note=${consume_note:+$consume_note; }
 	flow_tol=$(( 2 * BENCH_FLOW_RATE ))
 	row "… queued deliveries: at the end vs at the start" "$flow_qend" "$flow_q0 at the start, at most $flow_qmax" "" \
 		"no growth (end ≤ start + $flow_tol, 1 s of deliveries)" "$(verdict le "$flow_qend" $(( flow_q0 + flow_tol )))" \
-		"at the end = when the generator stopped (the consumer still running); the maximum from a sample each second"
+		"at the end = when the generator stopped (the consumer still running); the maximum from a sample each second; ${flow_deliv:-}"
 	row "expiry sweep, 1,000,000 overdue links (otp_link_expire(10000) in a loop)" "$(fmt "$sweep_rate") links/s" \
 		"" "" "≥ 100,000/s" "$(verdict ge "$sweep_rate" 100000)" "$sw_n expired in $sw_batches batches; ${wal[sweep]:-} (per link)"
 	r=$(ratio "$p99_sweep" "$p99_idle")
