@@ -163,3 +163,23 @@ BEGIN
 	RETURN done;
 END
 $$;
+
+-- the whole-flow benchmark (test/bench/flow.sh): flow_generate.sql stores
+-- every link it generates with its code, a phone of its own and the
+-- moment it is due (1 to 5 s later); flow_consume.sql consumes the oldest
+-- due one and notes its pgbench client and transaction (k counts a
+-- client's transactions from 1) for the join with pgbench's log
+CREATE SEQUENCE bench.flow_seq;
+CREATE TABLE bench.flow (
+	n			bigint PRIMARY KEY,
+	link		uuid NOT NULL,
+	code		text NOT NULL,
+	phone		text NOT NULL,
+	generated_at timestamptz NOT NULL,
+	due_at		timestamptz NOT NULL,
+	outcome		text,
+	consumed_at timestamptz,
+	client		integer,
+	k			bigint
+);
+CREATE INDEX flow_due_idx ON bench.flow (due_at) WHERE outcome IS NULL;
