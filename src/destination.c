@@ -15,8 +15,11 @@
  *	  "fast": its last attempt got an answer within OTP_FAST_MS.  A fast
  *	  destination gives its slots back within milliseconds, and the bigger
  *	  share is what lets one receiver take thousands of deliveries a second
- *	  (the claim's batches grow with it); should it turn slow, it holds at
- *	  most half of the slots until its first slow answer or timeout;
+ *	  (the claim's batches grow with it).  The slots fast destinations hold
+ *	  beyond otp_link.destination_concurrency are at most a quarter of
+ *	  otp_link.max_concurrency in all: should they turn into tarpits
+ *	  together, they hold what a single one could, and three quarters stay
+ *	  for everyone else until their first timeout;
  *	- after otp_link.breaker_failures consecutive failed attempts (no
  *	  answer, or 408, 429, 5xx) the destination is paused ("open"): none of
  *	  its deliveries is claimed for otp_link.breaker_pause, then up to
@@ -71,7 +74,8 @@ typedef struct Destination
 {
 	char		key[OTP_DEST_KEY_SIZE]; /* hash key: dest_key */
 	int			inflight;		/* requests started, not yet finished */
-	bool		full;			/* reached its share since the last claim */
+	bool		full;			/* reached cap since the last claim */
+	int			cap;			/* in flight the last claim allowed */
 	bool		proven;			/* its last attempt got a quick answer */
 	bool		fast;			/* ... within OTP_FAST_MS */
 	int			failures;		/* consecutive failed attempts */
@@ -113,6 +117,7 @@ lookup(const char *key, bool create)
 	{
 		d->inflight = 0;
 		d->full = false;
+		d->cap = otp_link_destination_concurrency;
 		d->proven = false;
 		d->fast = false;
 		d->failures = 0;
@@ -125,25 +130,18 @@ lookup(const char *key, bool create)
 }
 
 /*
- * dest_share: how many deliveries may be in flight to d while its breaker
- * is closed: otp_link.destination_concurrency, or half of
- * otp_link.max_concurrency when that is more and d is fast.
- */
-static int
-dest_share(Destination *d)
-{
-	if (d->fast && d->state == DEST_CLOSED)
-		return Max(otp_link_destination_concurrency, otp_link_max_concurrency / 2);
-	return otp_link_destination_concurrency;
-}
-
-/*
  * dest_limit: how many more deliveries of d its share and breaker allow
- * now.  An open breaker whose pause is over turns half-open here.
+ * now.  An open breaker whose pause is over turns half-open here.  A fast
+ * destination may go up to half of otp_link.max_concurrency, taking the
+ * slots beyond otp_link.destination_concurrency from *extra (what is left
+ * of the quarter all fast destinations share), which is decreased.
  */
 static int
-dest_limit(Destination *d, int64 now)
+dest_limit(Destination *d, int64 now, int *extra)
 {
+	int			share = otp_link_destination_concurrency;
+	int			more;
+
 	if (d->state == DEST_OPEN && now >= d->open_until)
 	{
 		d->state = DEST_HALF_OPEN;
@@ -152,8 +150,13 @@ dest_limit(Destination *d, int64 now)
 	if (d->state == DEST_OPEN)
 		return 0;
 	if (d->state == DEST_HALF_OPEN)
-		return Max(Min(OTP_BREAKER_PROBES, otp_link_destination_concurrency) - d->probes, 0);
-	return Max(dest_share(d) - d->inflight, 0);
+		return Max(Min(OTP_BREAKER_PROBES, share) - d->probes, 0);
+	if (!d->fast || *extra <= 0)
+		return Max(share - d->inflight, 0);
+	more = Min(otp_link_max_concurrency / 2 - Max(d->inflight, share), *extra);
+	more = Max(more, 0);
+	*extra -= more;
+	return Max(share - d->inflight, 0) + more;
 }
 
 /*
@@ -177,6 +180,7 @@ otp_dest_limits(Datum **keys, Datum **limits, Datum **pris,
 	int			budget = Max(otp_link_max_concurrency * 3 / 4, 1);
 	int			unproven = 0;
 	bool		any_proven = false;
+	int			extra = otp_link_max_concurrency / 4;
 
 	*keys = palloc(Max(size, 1) * sizeof(Datum));
 	*limits = palloc(Max(size, 1) * sizeof(Datum));
@@ -189,6 +193,7 @@ otp_dest_limits(Datum **keys, Datum **limits, Datum **pris,
 			if (!d->proven)
 				unproven += d->inflight;
 			any_proven |= d->proven;
+			extra -= Max(d->inflight - otp_link_destination_concurrency, 0);
 		}
 	}
 	/* the quarter is kept only for destinations known to answer quickly */
@@ -204,7 +209,7 @@ otp_dest_limits(Datum **keys, Datum **limits, Datum **pris,
 	hash_seq_init(&seq, destinations);
 	while ((d = hash_seq_search(&seq)) != NULL)
 	{
-		int			limit = dest_limit(d, now);
+		int			limit = dest_limit(d, now, &extra);
 		int			pri = PRI_PROVEN;
 
 		if (!d->proven)
@@ -212,6 +217,7 @@ otp_dest_limits(Datum **keys, Datum **limits, Datum **pris,
 			limit = Min(limit, budget);
 			pri = (d->failures > 0 || d->state != DEST_CLOSED) ? PRI_FAILING : PRI_UNPROVEN;
 		}
+		d->cap = d->inflight + limit;
 		(*keys)[n] = CStringGetTextDatum(d->key);
 		(*limits)[n] = Int32GetDatum(limit);
 		(*pris)[n] = Int32GetDatum(pri);
@@ -230,7 +236,7 @@ otp_dest_started(OtpHttpRequest *req)
 
 	if (d == NULL)
 		return;
-	if (++d->inflight >= dest_share(d))
+	if (++d->inflight >= d->cap)
 		d->full = true;
 	if (d->state == DEST_HALF_OPEN)
 		d->probes++;
@@ -307,7 +313,7 @@ otp_dest_finished(OtpHttpRequest *req)
 		d->proven = !failed && req->elapsed_us < OTP_PROVEN_MS * 1000;
 		d->fast = d->proven && req->elapsed_us < OTP_FAST_MS * 1000;
 	}
-	if (d->full && dest_share(d) - d->inflight >= Max(dest_share(d) / 4, 1))
+	if (d->full && d->cap - d->inflight >= Max(d->cap / 4, 1))
 	{
 		d->full = false;
 		claim = true;

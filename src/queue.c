@@ -29,6 +29,7 @@
 
 #include "utils/builtins.h"
 
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
@@ -244,12 +245,8 @@ clean_text(const char *s, size_t len, char *const *secrets, int nsecrets)
  * and kept for the life of the worker process (otp_prepare_opts; the plan
  * cache re-plans it after DDL on the tables, e.g. an extension update).
  * The worker's three statements of every round (claim, record, next due)
- * are thus parsed once, not once per round.  cursor_options
- * CURSOR_OPT_GENERIC_PLAN plans once for every execution: the worker runs
- * with hash and merge joins disabled (worker.c), so a plan made while the
- * queue was short cannot turn into a hash join over every queued row when
- * it is long (1.1.0 planned the record statement anew each round for that
- * reason: 2.4 ms a round).
+ * are thus parsed once, not once per round; cursor_options as for
+ * SPI_prepare_cursor (0: the plan cache chooses custom or generic plans).
  * Must be called inside otp_worker_begin_tx()/otp_worker_end_tx(); leaves SPI's
  * procedure context current, as SPI_execute_with_args does.  Can ERROR.
  */
@@ -448,6 +445,7 @@ record_rows(ResultArrays *a, int n, int64 **skipped)
 	int			rc;
 	MemoryContext outer = CurrentMemoryContext;
 	uint64		k;
+	int			guc_level;
 
 	dims[0] = n;
 	args[0] = PointerGetDatum(construct_array(a->ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
@@ -460,8 +458,24 @@ record_rows(ResultArrays *a, int n, int64 **skipped)
 												 TEXTOID, -1, false, TYPALIGN_INT));
 	args[5] = PointerGetDatum(construct_array(a->atts, n, INT4OID, 4, true, TYPALIGN_INT));
 
+	/*
+	 * One generic plan for the life of the process, made (and remade after
+	 * an invalidation) with hash and merge joins and sequential scans off:
+	 * a nested loop over primary-key probes, whatever the statistics say.
+	 * Planned anew each round (1.1.0) it cost 1-2.4 ms a round; a generic
+	 * plan made on stale statistics (a burst not yet analyzed) chose a hash
+	 * join or a sequential scan that read every queued row each round.
+	 */
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("enable_hashjoin", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_mergejoin", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_seqscan", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	rc = run_kept(&plan, RECORD_SQL, 6, argtypes, args, false, 0,
 				  CURSOR_OPT_GENERIC_PLAN);
+	AtEOXact_GUC(true, guc_level);
 	if (rc != SPI_OK_SELECT)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -763,7 +777,7 @@ claim_rows(OtpWorkerLoop *loop, int slots, bool v11, ClaimArgs *ca)
 	args[8] = Int32GetDatum(ca->unproven_budget);
 	rc = run_kept(v11 ? &claim_plan : &claim_plan_10,
 				  v11 ? claim_sql : claim_sql_10, v11 ? 9 : 2, argtypes, args,
-				  false, 0, CURSOR_OPT_GENERIC_PLAN);
+				  false, 0, 0);
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -821,13 +835,13 @@ next_due(TimestampTz now, TimestampTz fallback, bool v11, ClaimArgs *ca)
 					  " WHERE k.key IS NOT NULL"
 					  "   AND NOT EXISTS (SELECT FROM pg_catalog.unnest($1::text[]) b(key)"
 					  "                    WHERE b.key = k.key)",
-					  2, argtypes, args, false, 1, CURSOR_OPT_GENERIC_PLAN);
+					  2, argtypes, args, false, 1, 0);
 	else
 		rc = run_kept(&next_plan_10,
 					  "SELECT pg_catalog.min(next_attempt_at) FROM otp_link.deliveries"
 					  " WHERE status = 'queued'"
 					  "   AND (locked_until IS NULL OR locked_until < pg_catalog.now())",
-					  0, NULL, NULL, false, 1, CURSOR_OPT_GENERIC_PLAN);
+					  0, NULL, NULL, false, 1, 0);
 	if (rc == SPI_OK_SELECT && SPI_processed == 1)
 	{
 		bool		isnull;

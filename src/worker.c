@@ -288,18 +288,6 @@ worker_start(void)
 	/* the worker's statements are short: compiling them costs more */
 	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
-	/*
-	 * Every statement of the worker touches a bounded batch of rows through
-	 * an index: nested loops over index scans.  Its statements keep generic
-	 * plans (queue.c, run_kept), and a plan chosen on stale statistics (a
-	 * burst of inserts not yet analyzed, a table that was small when the
-	 * worker started) must not read every queued row each round: measured,
-	 * a hash join took 6.6 ms instead of 1 ms to record 70 results with
-	 * 20,000 queued, a sequential scan under a nested loop 131 ms.
-	 */
-	SetConfigOption("enable_hashjoin", "off", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("enable_mergejoin", "off", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	/* cluster-wide defaults must not make the worker's writes fail */
 	SetConfigOption("default_transaction_isolation", "read committed",
 					PGC_SUSET, PGC_S_OVERRIDE);
