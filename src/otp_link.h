@@ -26,6 +26,7 @@
 #include "nodes/pg_list.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "utils/uuid.h"
 
 #include "pg_compat.h"
 
@@ -88,6 +89,8 @@ otp_mono_us(void)
 /* code.c: randomness and digests */
 extern void otp_code_define_gucs(void);
 extern void otp_random_code(char *dst);
+extern void otp_random_uuid(pg_uuid_t *dst);
+extern char *otp_uuid_text(const pg_uuid_t *uuid);
 extern char *otp_random_token(void);
 extern char *otp_random_secret(void);
 extern void otp_sha256(const char *data, size_t len, uint8 *dst);
