@@ -638,6 +638,25 @@ otp_resolve_text(Jsonb *given, Jsonb *inst, const char *key, const char *dflt)
 }
 
 /*
+ * text_chars: characters of s, a string in the database encoding, as
+ * pg_mbstrlen counts them.  In UTF-8 (valid, as every server string is)
+ * that is the bytes that do not continue a character, counted without a
+ * call per character.
+ */
+static int
+text_chars(const char *s)
+{
+	const unsigned char *p = (const unsigned char *) s;
+	int			n = 0;
+
+	if (GetDatabaseEncoding() != PG_UTF8)
+		return pg_mbstrlen(s);
+	for (; *p; p++)
+		n += (*p & 0xC0) != 0x80;
+	return n;
+}
+
+/*
  * rendered_chars: characters of tmpl once rendered with a link of
  * link_len characters.
  */
@@ -651,7 +670,7 @@ rendered_chars(const char *tmpl, const char *name, int link_len)
 	fake_link[link_len] = '\0';
 	initStringInfo(&buf);
 	otp_render_template(&buf, tmpl, fake_link, name, "AAAAAAAA");
-	return pg_mbstrlen(buf.data);
+	return text_chars(buf.data);
 }
 
 /*
