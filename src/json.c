@@ -146,9 +146,93 @@ jb_pair_before(const JsonbPair *a, const JsonbPair *b)
 }
 
 /*
+ * jb_entry_len: the bytes that the value v (a string, a boolean or null)
+ * takes in a Jsonb container's data, and its JEntry type bits in *type.
+ */
+static uint32
+jb_entry_len(const JsonbValue *v, uint32 *type)
+{
+	switch (v->type)
+	{
+		case jbvString:
+			*type = JENTRY_ISSTRING;
+			return v->val.string.len;
+		case jbvBool:
+			*type = v->val.boolean ? JENTRY_ISBOOL_TRUE : JENTRY_ISBOOL_FALSE;
+			return 0;
+		case jbvNull:
+			*type = JENTRY_ISNULL;
+			return 0;
+		default:
+			elog(ERROR, "unexpected jsonb value type %d", (int) v->type);
+	}
+	return 0;					/* keep the compiler quiet */
+}
+
+/*
+ * jb_write_flat: the Jsonb of an object of n sorted, distinct pairs whose
+ * values are strings, booleans or nulls, written directly in the layout
+ * that JsonbValueToJsonb gives it (convertJsonbObject: the header, the
+ * JEntries of the keys then of the values, each a length or, every
+ * JB_OFFSET_STRIDE entries, the end offset; then the keys' and the
+ * strings' bytes), without its intermediate buffer.  palloc'd; ERRORs
+ * (54000) if the object is too large for a Jsonb.
+ */
+static Jsonb *
+jb_write_flat(const JsonbPair *pairs, int n)
+{
+	Size		size = VARHDRSZ + sizeof(uint32) + 2 * n * sizeof(JEntry);
+	Jsonb	   *res;
+	JEntry	   *entries;
+	char	   *data;
+	uint32		total = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		size += pairs[i].key.val.string.len +
+			(pairs[i].value.type == jbvString ? pairs[i].value.val.string.len : 0);
+	if (size - VARHDRSZ - sizeof(uint32) > JENTRY_OFFLENMASK)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("total size of jsonb object elements exceeds the maximum of %d bytes",
+						JENTRY_OFFLENMASK)));
+	res = palloc(size);
+	SET_VARSIZE(res, size);
+	res->root.header = n | JB_FOBJECT;
+	entries = res->root.children;
+	data = (char *) &entries[2 * n];
+	for (i = 0; i < 2 * n; i++)
+	{
+		const JsonbValue *v = i < n ? &pairs[i].key : &pairs[i - n].value;
+		uint32		type;
+		uint32		len = jb_entry_len(v, &type);
+
+		if (len > 0)
+			memcpy(data + total, v->val.string.val, len);
+		total += len;
+		entries[i] = (i % JB_OFFSET_STRIDE) == 0 ?
+			type | total | JENTRY_HAS_OFF : type | len;
+	}
+#ifdef USE_ASSERT_CHECKING
+	{
+		JsonbValue	obj;
+		Jsonb	   *ref;
+
+		obj.type = jbvObject;
+		obj.val.object.nPairs = n;
+		obj.val.object.pairs = unconstify(JsonbPair *, pairs);
+		ref = JsonbValueToJsonb(&obj);
+		Assert(VARSIZE(ref) == size && memcmp(ref, res, size) == 0);
+	}
+#endif
+	return res;
+}
+
+/*
  * otp_jb_finish: the Jsonb of the pairs given, palloc'd.  Scalar values
  * only (the usual case): the pairs are sorted and made unique here, as
- * pushJsonbValue would, and written by JsonbValueToJsonb.  With a
+ * pushJsonbValue would, and written by jb_write_flat (strings, booleans
+ * and nulls) or JsonbValueToJsonb (with numbers).  With a
  * container among the values (otp_jb_raw of an object or array), through
  * pushJsonbValue, which unpacks it.
  */
@@ -191,6 +275,11 @@ otp_jb_finish(OtpJsonb *b)
 				   b->pairs[i].key.val.string.len) != 0)
 			b->pairs[n++] = b->pairs[i];
 
+	for (i = 0; i < n; i++)
+		if (b->pairs[i].value.type == jbvNumeric)
+			break;
+	if (i == n)
+		return jb_write_flat(b->pairs, n);
 	obj.type = jbvObject;
 	obj.val.object.nPairs = n;
 	obj.val.object.pairs = b->pairs;
