@@ -148,6 +148,7 @@ jb_pair_before(const JsonbPair *a, const JsonbPair *b)
 /*
  * jb_entry_len: the bytes that the value v (a string, a boolean or null)
  * takes in a Jsonb container's data, and its JEntry type bits in *type.
+ * Any other type is a caller's bug: elog ERROR.
  */
 static uint32
 jb_entry_len(const JsonbValue *v, uint32 *type)
