@@ -19,7 +19,6 @@
 
 #include "common/base64.h"
 #include "common/cryptohash.h"
-#include "miscadmin.h"
 #include "port.h"
 #include "utils/guc.h"
 #include "utils/uuid.h"
@@ -37,38 +36,6 @@ strong_random(void *buf, size_t len)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random bytes")));
-}
-
-/*
- * Random bytes for codes and link ids, drawn from pg_strong_random 512 at
- * a time: a call of it costs about as much as 500 bytes (OpenSSL's DRBG
- * re-keys on every call), and generate needs about 25 bytes.  The bytes
- * are the same strong random bytes, used once: each is zeroed as it is
- * handed out, and a process never uses bytes drawn by another (the
- * buffer is refilled when MyProcPid changes, as after a fork).
- */
-static uint8 rand_buf[512];
-static int	rand_pos = sizeof(rand_buf);
-static int	rand_pid = 0;
-
-/*
- * buffered_random: len (at most 64) strong random bytes into dst, from
- * rand_buf.  Allocates nothing; ERRORs if the random source fails.
- */
-static void
-buffered_random(uint8 *dst, int len)
-{
-	Assert(len > 0 && len <= 64);
-	if (rand_pid != MyProcPid || rand_pos + len > (int) sizeof(rand_buf))
-	{
-		rand_pos = sizeof(rand_buf);	/* empty until the refill succeeds */
-		strong_random(rand_buf, sizeof(rand_buf));
-		rand_pid = MyProcPid;
-		rand_pos = 0;
-	}
-	memcpy(dst, rand_buf + rand_pos, len);
-	explicit_bzero(rand_buf + rand_pos, len);
-	rand_pos += len;
 }
 
 /*
@@ -140,7 +107,7 @@ otp_random_code(char *dst)
 	{
 		if (used == sizeof(pool))
 		{
-			buffered_random(pool, sizeof(pool));
+			otp_random_bytes(pool, sizeof(pool));
 			used = 0;
 		}
 		if (pool[used] < 234)
@@ -159,7 +126,7 @@ otp_random_code(char *dst)
 void
 otp_random_uuid(pg_uuid_t *dst)
 {
-	buffered_random(dst->data, UUID_LEN);
+	otp_random_bytes(dst->data, UUID_LEN);
 	dst->data[6] = (dst->data[6] & 0x0f) | 0x40;	/* version 4 */
 	dst->data[8] = (dst->data[8] & 0x3f) | 0x80;	/* variant RFC 4122 */
 }

@@ -86,6 +86,9 @@ otp_mono_us(void)
 	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* random.c: strong random bytes, buffered */
+extern void otp_random_bytes(uint8 *dst, int len);
+
 /* code.c: randomness and digests */
 extern void otp_code_define_gucs(void);
 extern void otp_random_code(char *dst);
