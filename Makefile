@@ -17,6 +17,9 @@ PKG_CONFIG ?= pkg-config
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell $(PKG_CONFIG) --cflags libcurl)
 SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl)
+# SHA-256 through OpenSSL's EVP interface when PostgreSQL uses OpenSSL
+# (src/code.c); nothing when there is no libcrypto.pc
+SHLIB_LINK += $(shell $(PKG_CONFIG) --silence-errors --libs libcrypto)
 
 # pg_regress: its own cluster, with the library preloaded
 REGRESS = generate errors roles signature stats security consume trigger webhook gateways gateway_signatures redeem expire replies instances ssrf attacks worker_warning click gateway_replies prometheus

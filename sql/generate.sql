@@ -54,6 +54,21 @@ SELECT code_hash = sha256(convert_to(:'r'::jsonb->>'code', 'UTF8')) AS digest_ok
        messages, callbacks, name, status
   FROM otp_link.links WHERE id = (:'r'::jsonb->>'uuid')::uuid;
 
+-- the response describes the stored row: its id (a random version 4 uuid,
+-- written as uuid_out writes it), created_at (the statement's time) and
+-- expires_at
+SELECT id::text = :'r'::jsonb->>'uuid' AS uuid_text_ok,
+       substr(id::text, 15, 1) = '4' AND substr(id::text, 20, 1) IN ('8', '9', 'a', 'b') AS uuid_v4,
+       to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"') = :'r'::jsonb->>'created_at' AS created_ok,
+       to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"') = :'r'::jsonb->>'expires_at' AS expires_ok,
+       expires_at - created_at AS stored_ttl
+  FROM otp_link.links WHERE id = (:'r'::jsonb->>'uuid')::uuid;
+SELECT otp_link.otp_link_generate(:'instance', expires => 90)->>'uuid' AS sid,
+       statement_timestamp() AS sts \gset
+SELECT created_at = :'sts'::timestamptz AS created_at_is_statement_time,
+       expires_at = :'sts'::timestamptz + interval '90 seconds' AS expires_at_ok
+  FROM otp_link.links WHERE id = :'sid';
+
 -- defaults: 1800 s, the instance's name, built-in texts
 SELECT otp_link.otp_link_generate(:'instance') AS d \gset
 SELECT ((:'d'::jsonb->>'expires_at')::timestamptz - (:'d'::jsonb->>'created_at')::timestamptz) AS ttl,

@@ -14,10 +14,17 @@
 
 #include "otp_link.h"
 
+/* pairs held in an OtpJsonb itself; more are palloc'd */
+#define OTP_JB_INLINE	16
+
 /* a Jsonb object built directly, without printing and parsing JSON text */
 typedef struct OtpJsonb
 {
-	JsonbParseState *state;
+	JsonbPair  *pairs;			/* in the order given: inline_pairs or palloc'd */
+	int			npairs;
+	int			maxpairs;
+	bool		nested;			/* a value is an object or array */
+	JsonbPair	inline_pairs[OTP_JB_INLINE];
 } OtpJsonb;
 
 extern void otp_jb_begin(OtpJsonb *b);

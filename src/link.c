@@ -16,11 +16,13 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "mb/pg_wchar.h"
 
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/timestamp.h"
 
 #include "otp_link.h"
 #include "api.h"
@@ -298,13 +300,16 @@ generate_texts(GenerateState *st)
 }
 
 /*
- * generate_row: fill the INSERT's parameters $1..$11 from st (all but $2,
- * the code's digest).  Allocates in CurrentMemoryContext; cannot ERROR.
+ * generate_row: fill the INSERT's parameters $1..$12 from st (all but $2,
+ * the code's digest): created_at is the statement's timestamp, as
+ * statement_timestamp() gives it, expires_at that plus st->expires
+ * seconds.  Allocates in CurrentMemoryContext; cannot ERROR.
  */
 static void
 generate_row(GenerateState *st, Datum *values, char *nulls)
 {
 	OtpJsonb	jb;
+	TimestampTz created = GetCurrentStatementStartTimestamp();
 
 	otp_jb_begin(&jb);
 	otp_jb_str(&jb, "prompt", st->prompt);
@@ -314,7 +319,7 @@ generate_row(GenerateState *st, Datum *values, char *nulls)
 	values[3] = JsonbPGetDatum(otp_jb_finish(&jb));
 	values[4] = JsonbPGetDatum(st->callbacks);
 
-	memset(nulls, ' ', 11);
+	memset(nulls, ' ', 14);
 	values[0] = st->instance;
 	values[2] = st->name ? CStringGetTextDatum(st->name) : (Datum) 0;
 	nulls[2] = st->name ? ' ' : 'n';
@@ -328,17 +333,22 @@ generate_row(GenerateState *st, Datum *values, char *nulls)
 	nulls[8] = st->rate_key ? ' ' : 'n';
 	values[9] = st->metadata ? JsonbPGetDatum(st->metadata) : (Datum) 0;
 	nulls[9] = st->metadata ? ' ' : 'n';
-	values[10] = Int32GetDatum(st->expires);
+	values[10] = TimestampTzGetDatum(created);
+	values[11] = TimestampTzGetDatum(created + (int64) st->expires * USECS_PER_SEC);
+	st->created = otp_format_timestamp(created);
+	st->expires_at = otp_format_timestamp(DatumGetTimestampTz(values[11]));
 }
 
-/* the INSERT of generate; a click link adds clicks = 0 and the wa.me link */
+/*
+ * the INSERT of generate ($13: the new link's id); a click link adds
+ * clicks = 0 and the wa.me link ($14).  Without RETURNING: SPI_processed
+ * says whether the row went in (0: the code's digest was taken).
+ */
 #define GENERATE_INSERT(cols, vals) \
 	"INSERT INTO otp_link.links (id, instance_id, code_hash, name, messages, callbacks, " \
 	"phone, binding_hash, link_url, rate_key, metadata, created_at, expires_at" cols ") " \
-	"VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, " \
-	"statement_timestamp(), statement_timestamp() + make_interval(secs => $11)" vals ") " \
-	"ON CONFLICT (code_hash) DO NOTHING " \
-	"RETURNING id, created_at, expires_at"
+	"VALUES ($13, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12" vals ") " \
+	"ON CONFLICT (code_hash) DO NOTHING"
 
 /*
  * generate_insert: insert the link with a fresh code in code, drawing
@@ -353,21 +363,23 @@ generate_insert(GenerateState *st, char *code)
 {
 	static SPIPlanPtr ins_plan = NULL;
 	static SPIPlanPtr click_plan = NULL;
-	Oid			ins_types[12] = {UUIDOID, BYTEAOID, TEXTOID, JSONBOID, JSONBOID,
-		TEXTOID, BYTEAOID, TEXTOID, TEXTOID, JSONBOID, INT4OID, TEXTOID};
-	Datum		values[12];
-	char		nulls[12];
+	Oid			ins_types[14] = {UUIDOID, BYTEAOID, TEXTOID, JSONBOID, JSONBOID,
+		TEXTOID, BYTEAOID, TEXTOID, TEXTOID, JSONBOID, TIMESTAMPTZOID,
+	TIMESTAMPTZOID, UUIDOID, TEXTOID};
+	Datum		values[14];
+	char		nulls[14];
+	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
 	int			attempt;
-	bool		isnull;
 	SPIPlanPtr	plan;
 
 	generate_row(st, values, nulls);
-	nulls[11] = ' ';
+	otp_random_uuid(id);
+	values[12] = UUIDPGetDatum(id);
 	if (st->click_url)
-		plan = otp_prepare(&click_plan, GENERATE_INSERT(", clicks, open_link", ", 0, $12"),
-						   12, ins_types);
+		plan = otp_prepare(&click_plan, GENERATE_INSERT(", clicks, open_link", ", 0, $14"),
+						   14, ins_types);
 	else
-		plan = otp_prepare(&ins_plan, GENERATE_INSERT("", ""), 11, ins_types);
+		plan = otp_prepare(&ins_plan, GENERATE_INSERT("", ""), 13, ins_types);
 
 	for (attempt = 0; attempt < CODE_ATTEMPTS; attempt++)
 	{
@@ -376,19 +388,13 @@ generate_insert(GenerateState *st, char *code)
 		otp_random_code(code);
 		values[1] = PointerGetDatum(otp_sha256_bytea(code, OTP_CODE_LEN));
 		st->wa_link = generate_wa_link(st, code);
-		values[11] = CStringGetTextDatum(st->wa_link);
-		ret = otp_spi_execute(plan, values, nulls, 1);
-		if (ret != SPI_OK_INSERT_RETURNING)
+		values[13] = CStringGetTextDatum(st->wa_link);
+		ret = otp_spi_execute(plan, values, nulls, 0);
+		if (ret != SPI_OK_INSERT)
 			elog(ERROR, "link insert failed: %s", SPI_result_code_string(ret));
 		if (SPI_processed == 1)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[0];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-
-			st->id = DatumGetCString(DirectFunctionCall1(uuid_out,
-														 SPI_getbinval(tup, desc, 1, &isnull)));
-			st->created = otp_format_timestamp(DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull)));
-			st->expires_at = otp_format_timestamp(DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull)));
+			st->id = otp_uuid_text(id);
 			break;
 		}
 	}

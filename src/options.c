@@ -135,17 +135,18 @@ otp_check_object_keys(Jsonb *j, const char *what, const char *const *allowed,
 	it = JsonbIteratorInit(&j->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
-		bool		known = false;
-		char	   *key;
+		const char *keyname = NULL;	/* the allowed key it is */
 
 		if (tok != WJB_KEY)
 			continue;
-		key = pnstrdup(v.val.string.val, v.val.string.len);
 		for (i = 0; allowed[i]; i++)
-			if (strcmp(key, allowed[i]) == 0)
-				known = true;
-		if (!known)
+			if (strlen(allowed[i]) == (size_t) v.val.string.len &&
+				memcmp(v.val.string.val, allowed[i], v.val.string.len) == 0)
+				keyname = allowed[i];
+		if (keyname == NULL)
 		{
+			char	   *key = pnstrdup(v.val.string.val, v.val.string.len);
+
 			initStringInfo(&keys);
 			for (i = 0; allowed[i]; i++)
 				appendStringInfo(&keys, "%s%s", i ? ", " : "", allowed[i]);
@@ -159,7 +160,7 @@ otp_check_object_keys(Jsonb *j, const char *what, const char *const *allowed,
 			v.type != jbvString && v.type != jbvNull)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s.%s must be a string", what, key),
+					 errmsg("%s.%s must be a string", what, keyname),
 					 errhint("Every value in %s is a text or null.", what)));
 	}
 }
@@ -638,20 +639,69 @@ otp_resolve_text(Jsonb *given, Jsonb *inst, const char *key, const char *dflt)
 }
 
 /*
- * rendered_chars: characters of tmpl once rendered with a link of
- * link_len characters.
+ * utf8_chars: characters of the first len bytes of s, valid UTF-8 (as
+ * every server string is in a UTF-8 database): the bytes that do not
+ * continue a character, as pg_mbstrlen would count them.
+ */
+static int
+utf8_chars(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *) s;
+	int			n = 0;
+	size_t		i;
+
+	for (i = 0; i < len; i++)
+		n += (p[i] & 0xC0) != 0x80;
+	return n;
+}
+
+/*
+ * rendered_chars: characters of tmpl once rendered (otp_render_template)
+ * with name, a link of link_len characters and a code.  In UTF-8 counted
+ * piece by piece without rendering; in other encodings rendered and
+ * counted with pg_mbstrlen.  Allocates in CurrentMemoryContext (other
+ * encodings only); cannot ERROR.
  */
 static int
 rendered_chars(const char *tmpl, const char *name, int link_len)
 {
-	StringInfoData buf;
-	char	   *fake_link = palloc(link_len + 1);
+	const char *p = tmpl;
+	int			n = 0;
 
-	memset(fake_link, 'x', link_len);
-	fake_link[link_len] = '\0';
-	initStringInfo(&buf);
-	otp_render_template(&buf, tmpl, fake_link, name, "AAAAAAAA");
-	return pg_mbstrlen(buf.data);
+	if (GetDatabaseEncoding() != PG_UTF8)
+	{
+		StringInfoData buf;
+		char	   *fake_link = palloc(link_len + 1);
+
+		memset(fake_link, 'x', link_len);
+		fake_link[link_len] = '\0';
+		initStringInfo(&buf);
+		otp_render_template(&buf, tmpl, fake_link, name, "AAAAAAAA");
+		return pg_mbstrlen(buf.data);
+	}
+	/* the pieces otp_render_template would copy, counted */
+	while (*p)
+	{
+		const char *brace = strchr(p, '{');
+
+		if (brace == NULL)
+			return n + utf8_chars(p, strlen(p));
+		n += utf8_chars(p, brace - p);
+		if (strncmp(brace, "{link}", 6) == 0)
+			n += link_len;
+		else if (strncmp(brace, "{name}", 6) == 0)
+			n += name ? utf8_chars(name, strlen(name)) : 0;
+		else if (strncmp(brace, "{code}", 6) == 0)
+			n += OTP_CODE_LEN;
+		else
+		{
+			n++;				/* a '{' of no placeholder, as it is */
+			p = brace + 1;
+			continue;
+		}
+		p = brace + 6;
+	}
+	return n;
 }
 
 /*

@@ -26,6 +26,7 @@
 #include "nodes/pg_list.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "utils/uuid.h"
 
 #include "pg_compat.h"
 
@@ -85,9 +86,14 @@ otp_mono_us(void)
 	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* random.c: strong random bytes, buffered */
+extern void otp_random_bytes(uint8 *dst, int len);
+
 /* code.c: randomness and digests */
 extern void otp_code_define_gucs(void);
 extern void otp_random_code(char *dst);
+extern void otp_random_uuid(pg_uuid_t *dst);
+extern char *otp_uuid_text(const pg_uuid_t *uuid);
 extern char *otp_random_token(void);
 extern char *otp_random_secret(void);
 extern void otp_sha256(const char *data, size_t len, uint8 *dst);

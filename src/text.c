@@ -29,25 +29,36 @@ static const char hexdigits[] = "0123456789ABCDEF";
 void
 otp_form_urlencode(StringInfo dst, const char *src, size_t len)
 {
-	size_t		i;
-
-	enlargeStringInfo(dst, (int) Min(len * 3, (size_t) MaxAllocSize / 2));
-	for (i = 0; i < len; i++)
+	while (len > 0)
 	{
-		unsigned char c = (unsigned char) src[i];
+		size_t		chunk = Min(len, 4096);
+		char	   *p;
+		size_t		i;
 
-		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-			(c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' ||
-			c == '~')
-			appendStringInfoChar(dst, (char) c);
-		else if (c == ' ')
-			appendStringInfoChar(dst, '+');
-		else
+		/* room for every byte as %XX: then write in place */
+		enlargeStringInfo(dst, (int) (chunk * 3));
+		p = dst->data + dst->len;
+		for (i = 0; i < chunk; i++)
 		{
-			appendStringInfoChar(dst, '%');
-			appendStringInfoChar(dst, hexdigits[c >> 4]);
-			appendStringInfoChar(dst, hexdigits[c & 0x0F]);
+			unsigned char c = (unsigned char) src[i];
+
+			if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+				(c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' ||
+				c == '~')
+				*p++ = (char) c;
+			else if (c == ' ')
+				*p++ = '+';
+			else
+			{
+				*p++ = '%';
+				*p++ = hexdigits[c >> 4];
+				*p++ = hexdigits[c & 0x0F];
+			}
 		}
+		*p = '\0';
+		dst->len = p - dst->data;
+		src += chunk;
+		len -= chunk;
 	}
 }
 
