@@ -54,6 +54,8 @@ SELECT pg_temp.err(format($$SELECT otp_link.otp_link_generate(%L, message => jso
 SELECT pg_temp.err(format($$SELECT otp_link.otp_link_generate(%L, message => jsonb_build_object('prompt', repeat('é', 4056)))$$, :'inst'));
 SELECT pg_temp.err(format($$SELECT otp_link.otp_link_generate(%L, message => jsonb_build_object('failed', repeat('x', 4097)))$$, :'inst'));
 SELECT pg_temp.err(format($$SELECT otp_link.otp_link_generate(%L, name => repeat('n', 250), message => '{"failed": "{name}{name}{name}{name}{name}{name}{name}{name}{name}{name}{name}{name}{name}{name}{name}{name}{name}"}')$$, :'inst'));
+-- a million {link}s of 2,048 characters: the count must not wrap and pass
+SELECT pg_temp.err(format($$SELECT otp_link.otp_link_generate(%L, link_url => 'https://app.example/' || repeat('a', 1985) || '{token}', message => jsonb_build_object('success', repeat('{link}', 1100000)))$$, :'inst'));
 SELECT pg_temp.err(format($$SELECT otp_link.otp_link_generate(%L, name => repeat('n', 257))$$, :'inst'));
 -- generate: callback
 SELECT pg_temp.err(format($$SELECT otp_link.otp_link_generate(%L, callback => '"https://x.example"')$$, :'inst'));

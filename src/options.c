@@ -658,9 +658,10 @@ utf8_chars(const char *s, size_t len)
 /*
  * rendered_chars: characters of tmpl once rendered (otp_render_template)
  * with name, a link of link_len characters and a code.  In UTF-8 counted
- * piece by piece without rendering; in other encodings rendered and
- * counted with pg_mbstrlen.  Allocates in CurrentMemoryContext (other
- * encodings only); cannot ERROR.
+ * piece by piece without rendering, up to the first count past
+ * OTP_MAX_TEXT_CHARS (a million {link}s must not wrap the sum and pass);
+ * in other encodings rendered and counted with pg_mbstrlen.  Allocates in
+ * CurrentMemoryContext (other encodings only); cannot ERROR.
  */
 static int
 rendered_chars(const char *tmpl, const char *name, int link_len)
@@ -700,6 +701,9 @@ rendered_chars(const char *tmpl, const char *name, int link_len)
 			continue;
 		}
 		p = brace + 6;
+		/* too long already: stop before a sum of placeholders can wrap */
+		if (n > OTP_MAX_TEXT_CHARS)
+			return n;
 	}
 	return n;
 }
