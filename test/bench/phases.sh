@@ -25,16 +25,16 @@ declare -A PHASE_RE PHASE_DSO PHASE_WHAT PHASE_SHOW
 # one transaction that claims and records (if claim and record are merged
 # and their helpers inlined, the samples cannot be split: reported as such)
 PHASE_RE[claim+record]='^otp_.*(claim.*record|record.*claim)|^otp_queue_(round|work|step|cycle)$'
-PHASE_WHAT[claim+record]='one transaction that claims and records (cannot be split from the profile)'
+PHASE_WHAT[claim+record]='the round'\''s transaction around both (otp_queue_round: begin, COMMIT)'
 PHASE_SHOW[claim+record]='otp_…claim…record…, otp_queue_round'
 # the claim: the SQL that selects and locks due deliveries, its commit
 PHASE_RE[claim]='^otp_.*claim|^claim_|^next_due$|^held_ids$'
-PHASE_WHAT[claim]='SQL that selects and locks due deliveries, and its COMMIT'
-PHASE_SHOW[claim]='otp_queue_claim_and_send, claim_rows, claim_args, next_due, held_ids'
+PHASE_WHAT[claim]='SQL that selects and locks due deliveries'
+PHASE_SHOW[claim]='claim_rows, claim_args, next_due, held_ids'
 # the record: the SQL that writes the outcomes, its commit
-PHASE_RE[record]='^otp_.*record|^results?_(update|row|status)$|^record_'
-PHASE_WHAT[record]='SQL that writes the outcomes (delivered, retry, dead), and its COMMIT'
-PHASE_SHOW[record]='otp_queue_record, results_update, result_row, result_status'
+PHASE_RE[record]='^otp_.*record|^results?_(update|row|status|arrays|recorded)$|^record_'
+PHASE_WHAT[record]='SQL that writes the outcomes (delivered, retry, dead)'
+PHASE_SHOW[record]='record_rows, results_arrays, results_recorded, result_row, result_status'
 # the signature: HMAC-SHA256 of the webhook (and the key)
 PHASE_RE[sign]='^otp_webhook_(signature|key)|^sign_webhook$|^signature_with$|^otp_.*sign|^pg_hmac_|^pg_cryptohash_|^pg_sha256_|HMAC|^EVP_|^SHA256|^sha256_|^pg_b64_'
 PHASE_DSO[sign]='libcrypto'
