@@ -17,6 +17,7 @@
  */
 #include "postgres.h"
 
+#include "access/relation.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
 
@@ -26,6 +27,8 @@
 #include "mb/pg_wchar.h"
 
 #include "pgstat.h"
+
+#include "storage/bufmgr.h"
 
 #include "utils/builtins.h"
 
@@ -240,22 +243,86 @@ clean_text(const char *s, size_t len, char *const *secrets, int nsecrets)
  * ----------------------------------------------------------------
  */
 
+/* which plans run_fixed() rules out besides sequential scans */
+#define FIXED_NO_JOINS		0x01	/* hash and merge joins off as well */
+
+/* a statement of the worker's rounds, its plan and what it was made for */
+typedef struct FixedPlan
+{
+	SPIPlanPtr	plan;			/* NULL until first used */
+	BlockNumber blocks;			/* otp_link.deliveries' size when planned */
+} FixedPlan;
+
 /*
- * run_kept: execute sql with args through a statement prepared on first use
- * and kept for the life of the worker process (otp_prepare_opts; the plan
- * cache re-plans it after DDL on the tables, e.g. an extension update).
- * The worker's three statements of every round (claim, record, next due)
- * are thus parsed once, not once per round; cursor_options as for
- * SPI_prepare_cursor (0: the plan cache chooses custom or generic plans).
- * Must be called inside otp_worker_begin_tx()/otp_worker_end_tx(); leaves SPI's
- * procedure context current, as SPI_execute_with_args does.  Can ERROR.
+ * deliveries_blocks: the size of otp_link.deliveries in pages now, 0 when
+ * it does not exist.  Takes the AccessShareLock the statements about to
+ * run on it take anyway.  Can ERROR only on a lock timeout.
+ */
+static BlockNumber
+deliveries_blocks(void)
+{
+	Oid			nsp = get_namespace_oid("otp_link", true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid("deliveries", nsp) : InvalidOid;
+	Relation	rel = OidIsValid(relid) ? try_relation_open(relid, AccessShareLock) : NULL;
+	BlockNumber n;
+
+	if (rel == NULL)
+		return 0;
+	n = RelationGetNumberOfBlocks(rel);
+	relation_close(rel, AccessShareLock);
+	return n;
+}
+
+/*
+ * run_fixed: execute sql with args through a statement prepared on first
+ * use and kept for the life of the worker process (otp_prepare_opts), so
+ * that the worker's statements of every round (claim, record, next due)
+ * are parsed once, not once per round.  Its one generic plan is made (and
+ * remade after an invalidation, e.g. DDL or an extension update) with
+ * sequential scans off, and with hash and merge joins off too when flags
+ * has FIXED_NO_JOINS, so that the rows of otp_link.deliveries are reached
+ * through its indexes whatever the statistics say.  The plan is made anew
+ * when the table has doubled or halved since: the statements are planned
+ * on first use, often while the table is nearly empty, and a plan made
+ * then (a full scan of a "tiny" table or of one of its indexes) was kept
+ * while the table grew, until an ANALYZE, and read every row of it each
+ * round.  The settings hold only while the statement is planned and run
+ * (a GUC nest level).  Must be called inside
+ * otp_worker_begin_tx()/otp_worker_end_tx(); leaves SPI's procedure
+ * context current, as SPI_execute_with_args does.  Not read-only: SPI
+ * takes a new snapshot for each statement.  Can ERROR.
  */
 static int
-run_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
-		 Datum *args, bool read_only, long count, int cursor_options)
+run_fixed(FixedPlan *fp, const char *sql, int nargs, Oid *argtypes,
+		  Datum *args, long count, int flags)
 {
-	otp_prepare_opts(plan, sql, nargs, argtypes, cursor_options);
-	return SPI_execute_plan(*plan, args, NULL, read_only, count);
+	BlockNumber blocks = deliveries_blocks();
+	int			guc_level;
+	int			rc;
+
+	if (fp->plan != NULL &&
+		(blocks / 2 > fp->blocks || blocks < fp->blocks / 2))
+	{
+		SPI_freeplan(fp->plan);
+		fp->plan = NULL;
+	}
+	if (fp->plan == NULL)
+		fp->blocks = blocks;
+	guc_level = NewGUCNestLevel();
+
+	(void) set_config_option("enable_seqscan", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	if (flags & FIXED_NO_JOINS)
+	{
+		(void) set_config_option("enable_hashjoin", "off", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("enable_mergejoin", "off", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	}
+	otp_prepare_opts(&fp->plan, sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+	rc = SPI_execute_plan(fp->plan, args, NULL, false, count);
+	AtEOXact_GUC(true, guc_level);
+	return rc;
 }
 
 /* the columns of the recording UPDATE, one array element per request */
@@ -436,7 +503,7 @@ result_row(ResultArrays *a, int i, OtpHttpRequest *req, TimestampTz now,
 static pg_noinline int
 record_rows(ResultArrays *a, int n, int64 **skipped)
 {
-	static SPIPlanPtr plan = NULL;
+	static FixedPlan plan;
 	int			dims[1];
 	int			lbs[1] = {1};
 	Oid			argtypes[6] = {INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
@@ -445,7 +512,6 @@ record_rows(ResultArrays *a, int n, int64 **skipped)
 	int			rc;
 	MemoryContext outer = CurrentMemoryContext;
 	uint64		k;
-	int			guc_level;
 
 	dims[0] = n;
 	args[0] = PointerGetDatum(construct_array(a->ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
@@ -459,23 +525,12 @@ record_rows(ResultArrays *a, int n, int64 **skipped)
 	args[5] = PointerGetDatum(construct_array(a->atts, n, INT4OID, 4, true, TYPALIGN_INT));
 
 	/*
-	 * One generic plan for the life of the process, made (and remade after
-	 * an invalidation) with hash and merge joins and sequential scans off:
-	 * a nested loop over primary-key probes, whatever the statistics say.
+	 * A nested loop over primary-key probes, whatever the statistics say.
 	 * Planned anew each round (1.1.0) it cost 1-2.4 ms a round; a generic
 	 * plan made on stale statistics (a burst not yet analyzed) chose a hash
 	 * join or a sequential scan that read every queued row each round.
 	 */
-	guc_level = NewGUCNestLevel();
-	(void) set_config_option("enable_hashjoin", "off", PGC_SUSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_mergejoin", "off", PGC_SUSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_seqscan", "off", PGC_SUSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	rc = run_kept(&plan, RECORD_SQL, 6, argtypes, args, false, 0,
-				  CURSOR_OPT_GENERIC_PLAN);
-	AtEOXact_GUC(true, guc_level);
+	rc = run_fixed(&plan, RECORD_SQL, 6, argtypes, args, 0, FIXED_NO_JOINS);
 	if (rc != SPI_OK_SELECT)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -592,11 +647,11 @@ DEST_KEYS ", lim AS (" \
 "  SELECT * FROM ROWS FROM (pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::int4[])," \
 "                           pg_catalog.unnest($7::int4[])) AS u(key, n, pri)), " \
 "r AS (" \
-"  SELECT x.id, x.rn, x.next_attempt_at, COALESCE(lim.pri, $8) AS pri" \
+"  SELECT x.id, x.tid, x.rn, x.next_attempt_at, COALESCE(lim.pri, $8) AS pri" \
 "    FROM k LEFT JOIN lim ON lim.key = k.key CROSS JOIN LATERAL (" \
-"     SELECT s.id, s.next_attempt_at," \
+"     SELECT s.id, s.tid, s.next_attempt_at," \
 "            pg_catalog.row_number() OVER (ORDER BY s.next_attempt_at) AS rn" \
-"       FROM (SELECT d.id, d.next_attempt_at FROM otp_link.deliveries d" \
+"       FROM (SELECT d.id, d.ctid AS tid, d.next_attempt_at FROM otp_link.deliveries d" \
 "              WHERE d.dest_key = k.key AND d.status = 'queued'" \
 "                AND d.next_attempt_at <= pg_catalog.now()" \
 "                AND (d.locked_until IS NULL OR d.locked_until < pg_catalog.now())" \
@@ -610,14 +665,14 @@ DEST_KEYS ", lim AS (" \
 "                                ORDER BY r.rn, r.pri, r.next_attempt_at) AS n" \
 "    FROM r), " \
 "c AS (" \
-"  SELECT u.id FROM u WHERE u.pri = 0 OR u.n <= $9" \
+"  SELECT u.tid FROM u WHERE u.pri = 0 OR u.n <= $9" \
 "   ORDER BY u.rn, u.pri, u.next_attempt_at" \
 "   LIMIT $1) "
 
 /* the rows a claim takes on a 1.0 schema: the due rows, oldest first */
 #define CLAIM_CHOOSE_10 \
 "WITH c AS (" \
-"  SELECT id FROM otp_link.deliveries" \
+"  SELECT ctid AS tid FROM otp_link.deliveries" \
 "   WHERE status = 'queued' AND next_attempt_at <= pg_catalog.now()" \
 "     AND (locked_until IS NULL OR locked_until < pg_catalog.now())" \
 "   ORDER BY next_attempt_at" \
@@ -627,7 +682,13 @@ DEST_KEYS ", lim AS (" \
 /*
  * The claim's UPDATE changes only columns no index covers (locked_until,
  * attempts; updated_at is left to the recording), so with the free space
- * the table's fillfactor keeps it is a HOT update: no index entries.
+ * the table's fillfactor keeps it is a HOT update: no index entries.  It
+ * finds the rows c chose by the tuple ids their lock returned ("ctid = ANY
+ * (ARRAY(...))", a TID scan, whatever the statistics say; nobody can
+ * update a row this transaction has locked).  Joined to c by id, the plan
+ * made while the table was nearly empty hash-joined c with a sequential
+ * scan of the whole table, every round until an ANALYZE; with sequential
+ * scans off, with a full scan of another index.
  *
  * Columns returned by the claim query:
  *	1 id, 2 attempts, 3 webhook_id, 4 url, 5 body, 6 mode
@@ -642,12 +703,12 @@ choose \
 "UPDATE otp_link.deliveries d" \
 "   SET locked_until = pg_catalog.now() + $2 * interval '1 millisecond'," \
 "       attempts = d.attempts + 1" \
-"  FROM c, otp_link.instances i," \
+"  FROM otp_link.instances i," \
 "       LATERAL (SELECT i.options -> 'reply_endpoint' AS ep) e," \
 "       LATERAL (SELECT CASE pg_catalog.jsonb_typeof(e.ep)" \
 "                       WHEN 'object' THEN e.ep ->> 'type'" \
 "                       WHEN 'string' THEN e.ep #>> '{}' END AS t) et" \
-" WHERE d.id = c.id AND i.id = d.instance_id " \
+" WHERE d.ctid = ANY (ARRAY(SELECT c.tid FROM c)) AND i.id = d.instance_id " \
 "RETURNING d.id, d.attempts, d.webhook_id," \
 "   CASE WHEN d.kind = 'callback' THEN d.destination ELSE e.ep ->> 'url' END," \
 "   CASE WHEN d.kind = 'reply' AND et.t = 'whatsapp_cloud' THEN" \
@@ -756,8 +817,8 @@ claim_args(OtpWorkerLoop *loop, ClaimArgs *ca)
 static pg_noinline List *
 claim_rows(OtpWorkerLoop *loop, int slots, bool v11, ClaimArgs *ca)
 {
-	static SPIPlanPtr claim_plan = NULL;
-	static SPIPlanPtr claim_plan_10 = NULL;
+	static FixedPlan claim_plan;
+	static FixedPlan claim_plan_10;
 	Oid			argtypes[9] = {INT4OID, INT8OID, TEXTARRAYOID, INT4ARRAYOID,
 	INT4OID, INT8ARRAYOID, INT4ARRAYOID, INT4OID, INT4OID};
 	Datum		args[9];
@@ -775,9 +836,10 @@ claim_rows(OtpWorkerLoop *loop, int slots, bool v11, ClaimArgs *ca)
 	args[6] = ca->pris;
 	args[7] = Int32GetDatum(ca->default_pri);
 	args[8] = Int32GetDatum(ca->unproven_budget);
-	rc = run_kept(v11 ? &claim_plan : &claim_plan_10,
-				  v11 ? claim_sql : claim_sql_10, v11 ? 9 : 2, argtypes, args,
-				  false, 0, 0);
+	/* hash joins stay: the limits of thousands of destinations are joined */
+	rc = run_fixed(v11 ? &claim_plan : &claim_plan_10,
+				   v11 ? claim_sql : claim_sql_10, v11 ? 9 : 2, argtypes, args,
+				   0, 0);
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -808,8 +870,8 @@ claim_rows(OtpWorkerLoop *loop, int slots, bool v11, ClaimArgs *ca)
 static TimestampTz
 next_due(TimestampTz now, TimestampTz fallback, bool v11, ClaimArgs *ca)
 {
-	static SPIPlanPtr next_plan = NULL;
-	static SPIPlanPtr next_plan_10 = NULL;
+	static FixedPlan next_plan;
+	static FixedPlan next_plan_10;
 	Oid			argtypes[2] = {TEXTARRAYOID, INT8ARRAYOID};
 	Datum		args[2];
 	TimestampTz next = fallback;
@@ -824,24 +886,24 @@ next_due(TimestampTz now, TimestampTz fallback, bool v11, ClaimArgs *ca)
 	args[0] = ca->blocked;
 	args[1] = ca->held;
 	if (v11)
-		rc = run_kept(&next_plan,
-					  DEST_KEYS
-					  "SELECT pg_catalog.min(x.t) FROM k CROSS JOIN LATERAL ("
-					  "  SELECT d.next_attempt_at AS t FROM otp_link.deliveries d"
-					  "   WHERE d.dest_key = k.key AND d.status = 'queued'"
-					  "     AND (d.locked_until IS NULL OR d.locked_until < pg_catalog.now())"
-					  "     AND d.id <> ALL ($2)"
-					  "   ORDER BY d.dest_key, d.next_attempt_at LIMIT 1) x"
-					  " WHERE k.key IS NOT NULL"
-					  "   AND NOT EXISTS (SELECT FROM pg_catalog.unnest($1::text[]) b(key)"
-					  "                    WHERE b.key = k.key)",
-					  2, argtypes, args, false, 1, 0);
+		rc = run_fixed(&next_plan,
+					   DEST_KEYS
+					   "SELECT pg_catalog.min(x.t) FROM k CROSS JOIN LATERAL ("
+					   "  SELECT d.next_attempt_at AS t FROM otp_link.deliveries d"
+					   "   WHERE d.dest_key = k.key AND d.status = 'queued'"
+					   "     AND (d.locked_until IS NULL OR d.locked_until < pg_catalog.now())"
+					   "     AND d.id <> ALL ($2)"
+					   "   ORDER BY d.dest_key, d.next_attempt_at LIMIT 1) x"
+					   " WHERE k.key IS NOT NULL"
+					   "   AND NOT EXISTS (SELECT FROM pg_catalog.unnest($1::text[]) b(key)"
+					   "                    WHERE b.key = k.key)",
+					   2, argtypes, args, 1, 0);
 	else
-		rc = run_kept(&next_plan_10,
-					  "SELECT pg_catalog.min(next_attempt_at) FROM otp_link.deliveries"
-					  " WHERE status = 'queued'"
-					  "   AND (locked_until IS NULL OR locked_until < pg_catalog.now())",
-					  0, NULL, NULL, false, 1, 0);
+		rc = run_fixed(&next_plan_10,
+					   "SELECT pg_catalog.min(next_attempt_at) FROM otp_link.deliveries"
+					   " WHERE status = 'queued'"
+					   "   AND (locked_until IS NULL OR locked_until < pg_catalog.now())",
+					   0, NULL, NULL, 1, 0);
 	if (rc == SPI_OK_SELECT && SPI_processed == 1)
 	{
 		bool		isnull;
