@@ -24,7 +24,7 @@ BENCH_FLOW_RATE=${BENCH_FLOW_RATE:-500}
 BENCH_FLOW_SECONDS=${BENCH_FLOW_SECONDS:-60}
 
 flow_run() {
-	local rate=$BENCH_FLOW_RATE secs=$BENCH_FLOW_SECONDS crate ctime sampler gpid cpid
+	local rate=$BENCH_FLOW_RATE secs=$BENCH_FLOW_SECONDS crate ctime sampler watcher gpid cpid
 	local flowcb="{\"success\": \"$rurl/flow/success\", \"failed\": \"$rurl/flow/failed\"}"
 	crate=$(( rate * 11 / 10 ))
 	ctime=$(( secs + 6 ))
@@ -39,6 +39,12 @@ flow_run() {
 	  done ) &
 	sampler=$!
 	bg_pids+=("$sampler")
+	# what the worker is doing, every 20 ms (one psql session, \watch)
+	printf '%s\n' "SELECT extract(epoch FROM clock_timestamp()), coalesce(state, '-'), coalesce(wait_event_type || ':' || wait_event, 'CPU'), xact_start IS NOT NULL FROM pg_stat_activity WHERE pid = $wpid" '\watch 0.02' >"$w/worker-watch.sql"
+	psql -X -q -At -F' ' -P footer=off -h "$w" -p "$pgport" -U postgres -d bench -f "$w/worker-watch.sql" \
+		>"$w/worker-watch.txt" 2>/dev/null &
+	watcher=$!
+	bg_pids+=("$watcher")
 	flow_cpu0=$(cpu_ticks "$wpid")
 	pgbench -n -M prepared -c 4 -j 1 -R "$rate" -T "$secs" -D inst="$inst" -D flowcb="$flowcb" \
 		-f test/bench/flow_generate.sql -l --log-prefix="$w/flowgen" >"$w/pgbench-flowgen.out" 2>&1 &
@@ -61,8 +67,8 @@ flow_run() {
 		return 1
 	}
 	flow_cpu1=$(cpu_ticks "$wpid")
-	kill "$sampler" 2>/dev/null
-	wait "$sampler" 2>/dev/null || true
+	kill "$sampler" "$watcher" 2>/dev/null
+	wait "$sampler" "$watcher" 2>/dev/null || true
 	bg_pids=()
 	flow_qmax=$(awk 'BEGIN { m = 0 } $2 + 0 > m { m = $2 + 0 } END { print m }' "$w/flow-queued.txt")
 	# the callbacks still on their way: at most 30 s

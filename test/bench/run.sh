@@ -24,6 +24,9 @@
 #   BENCH_DOC=test/bench/results.md   where results are appended ("" : nowhere)
 #   BENCH_SKIP_BUILD=1      use the extension already installed
 #   BENCH_KEEP=1            keep the work directory (cluster, logs, profiles)
+#   BENCH_EXPLAIN=1         diagnosis: load pg_stat_statements and auto_explain
+#                           (plans of statements over 50 ms, nested ones
+#                           included, in the server log); not for the figures
 #   PG_CONFIG               the pg_config of the PostgreSQL 15 to use
 #
 # As root the cluster runs as OTP_LINK_TEST_USER (default postgres).
@@ -108,6 +111,8 @@ sb_mb=$(( ram_kb / 4 / 1024 ))
 [ "$sb_mb" -gt 8192 ] && sb_mb=8192
 [ "$sb_mb" -lt 128 ] && sb_mb=128
 
+explain_libs=""
+[ "${BENCH_EXPLAIN:-0}" = 1 ] && explain_libs=", pg_stat_statements, auto_explain"
 say "starting a throw-away cluster in $w (port $pgport, shared_buffers ${sb_mb}MB)"
 "${AS_USER[@]}" "$bindir/initdb" -D "$w/data" -A trust -U postgres >/dev/null
 cat >>"$w/data/postgresql.conf" <<CONF
@@ -131,14 +136,22 @@ synchronous_commit = on
 random_page_cost = 1.1
 jit = off
 log_min_messages = warning
-log_checkpoints = off
+log_checkpoints = on
+log_autovacuum_min_duration = 0
 autovacuum_vacuum_cost_limit = 2000
-shared_preload_libraries = 'otp_link'
+shared_preload_libraries = 'otp_link$explain_libs'
 otp_link.database = 'bench'
 otp_link.allow_http = on
 otp_link.allow_private_networks = on
 otp_link.sweep_interval = '1h'	# the sweep benchmark calls otp_link_expire itself
 CONF
+if [ "$explain_libs" != "" ]; then
+	cat >>"$w/data/postgresql.conf" <<CONF
+pg_stat_statements.track = all
+auto_explain.log_min_duration = '50ms'
+auto_explain.log_nested_statements = on
+CONF
+fi
 "${AS_USER[@]}" "$bindir/pg_ctl" -D "$w/data" -l "$w/postgres.log" -w start >/dev/null
 pg_started=1
 
