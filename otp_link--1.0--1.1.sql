@@ -731,7 +731,10 @@ GRANT USAGE ON SCHEMA otp_link TO pg_monitor;
 /* ------------------------------------------------------------------------
  * Delivery throughput (#16): the claim no longer touches an indexed
  * column, so its update is HOT when the page has room; new pages keep 30 %
- * free for it.
+ * free for it.  VACUUM always cleans the indexes: the worker walks the
+ * queue index each round, and entries of rows deleted or delivered in
+ * bulk that a VACUUM left behind (PostgreSQL skips index cleanup when few
+ * heap pages have dead rows) made every round read them (docs/worker.md).
  * ------------------------------------------------------------------------
  */
-ALTER TABLE otp_link.deliveries SET (fillfactor = 70);
+ALTER TABLE otp_link.deliveries SET (fillfactor = 70, vacuum_index_cleanup = on);

@@ -194,8 +194,12 @@ CREATE TABLE otp_link.deliveries (
 					'^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^/?#]*)'), '')), 255)
 			 ELSE 'reply:' || instance_id::text END) STORED
 )
-/* room for the claim's HOT update (src/queue.c) */
-WITH (fillfactor = 70);
+/*
+ * room for the claim's HOT update (src/queue.c); VACUUM always cleans the
+ * indexes, so that the worker's walk of the queue index does not step over
+ * entries of rows deleted or delivered in bulk (docs/worker.md)
+ */
+WITH (fillfactor = 70, vacuum_index_cleanup = on);
 /* the worker's claim: destination by destination, oldest due first */
 CREATE INDEX deliveries_dest_due_idx ON otp_link.deliveries (dest_key, next_attempt_at)
 	WHERE status = 'queued';
