@@ -685,10 +685,14 @@ DEST_KEYS ", lim AS (" \
  * the table's fillfactor keeps it is a HOT update: no index entries.  It
  * finds the rows c chose by the tuple ids their lock returned ("ctid = ANY
  * (ARRAY(...))", a TID scan, whatever the statistics say; nobody can
- * update a row this transaction has locked).  Joined to c by id, the plan
- * made while the table was nearly empty hash-joined c with a sequential
- * scan of the whole table, every round until an ANALYZE; with sequential
- * scans off, with a full scan of another index.
+ * update a row this transaction has locked).  A row updated by another
+ * transaction that committed after this statement's snapshot was taken
+ * is locked in its new version, which the UPDATE's snapshot does not see:
+ * it is neither claimed nor counted, and waits for the next round (found
+ * by an outside review; no attempt is lost or doubled).  Joined to c by
+ * id, the plan made while the table was nearly empty hash-joined c with a
+ * sequential scan of the whole table, every round until an ANALYZE; with
+ * sequential scans off, with a full scan of another index.
  *
  * Columns returned by the claim query:
  *	1 id, 2 attempts, 3 webhook_id, 4 url, 5 body, 6 mode
