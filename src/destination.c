@@ -166,11 +166,14 @@ dest_limit(Destination *d, int64 now, int *extra)
  * CurrentMemoryContext; returns their number.  *default_limit and
  * *default_pri apply to destinations not listed (never seen: unproven);
  * *unproven_budget is how many rows of unproven destinations the claim may
- * take in all.
+ * take in all; *held_back is how many healthy destinations get nothing this
+ * time (at their share, or the budget spent): they are due a claim again
+ * when their own requests or others' give slots back.
  */
 int
 otp_dest_limits(Datum **keys, Datum **limits, Datum **pris,
-				int *default_limit, int *default_pri, int *unproven_budget)
+				int *default_limit, int *default_pri, int *unproven_budget,
+				int *held_back)
 {
 	HASH_SEQ_STATUS seq;
 	Destination *d;
@@ -204,6 +207,7 @@ otp_dest_limits(Datum **keys, Datum **limits, Datum **pris,
 	*default_limit = Min(otp_link_destination_concurrency, budget);
 	*unproven_budget = budget;
 	*default_pri = PRI_UNPROVEN;
+	*held_back = 0;
 	if (destinations == NULL)
 		return 0;
 	hash_seq_init(&seq, destinations);
@@ -218,6 +222,19 @@ otp_dest_limits(Datum **keys, Datum **limits, Datum **pris,
 			pri = (d->failures > 0 || d->state != DEST_CLOSED) ? PRI_FAILING : PRI_UNPROVEN;
 		}
 		d->cap = d->inflight + limit;
+
+		/*
+		 * Held back while healthy: it is full, so that a quarter of its
+		 * requests finishing claims again.  Left as it was (a finish had
+		 * just cleared it), a destination that lost the larger share while
+		 * above its share got nothing here and was never claimed for again
+		 * until a commit or the sweep woke the worker.
+		 */
+		if (limit == 0 && d->state == DEST_CLOSED)
+		{
+			d->full = true;
+			(*held_back)++;
+		}
 		(*keys)[n] = CStringGetTextDatum(d->key);
 		(*limits)[n] = Int32GetDatum(limit);
 		(*pris)[n] = Int32GetDatum(pri);

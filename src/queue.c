@@ -781,6 +781,7 @@ typedef struct ClaimArgs
 	int			default_limit;	/* of a destination not listed */
 	int			default_pri;
 	int			unproven_budget;	/* rows of unproven ones in all */
+	int			held_back;		/* healthy destinations given nothing */
 } ClaimArgs;
 
 /*
@@ -795,7 +796,8 @@ claim_args(OtpWorkerLoop *loop, ClaimArgs *ca)
 	Datum	   *pris;
 	Datum	   *blocked;
 	int			n = otp_dest_limits(&keys, &limits, &pris, &ca->default_limit,
-									&ca->default_pri, &ca->unproven_budget);
+									&ca->default_pri, &ca->unproven_budget,
+									&ca->held_back);
 	int			nb = 0;
 	int			i;
 
@@ -962,7 +964,9 @@ start_requests(OtpWorkerLoop *loop, List *reqs)
  * are freed and the claimed ones started.  One commit a round, not two:
  * the worker's throughput to a fast receiver is bounded by its rounds.
  * Sets loop->next_claim when it claims: now when the batch was full (more
- * may be due), else when the earliest delivery it may claim is due.
+ * may be due), else when the earliest delivery it may claim is due, at
+ * the latest OTP_HELD_BACK_RECHECK_MS ahead while a healthy destination
+ * was given nothing (its share or the budget was used up).
  * Allocates in CurrentMemoryContext (the loop context).  Can ERROR on
  * database errors: nothing is recorded or sent then; the requests stay in
  * loop->unrecorded (the caller retries later) and, since a claim never
@@ -995,6 +999,9 @@ otp_queue_round(OtpWorkerLoop *loop, bool record, int slots)
 			claim_args(loop, &ca);
 			reqs = claim_rows(loop, slots, v11, &ca);
 			next = (list_length(reqs) >= slots) ? now : next_due(now, fallback, v11, &ca);
+			/* next_due leaves them out; their slots come back meanwhile */
+			if (ca.held_back > 0)
+				next = Min(next, TimestampTzPlusMilliseconds(now, OTP_HELD_BACK_RECHECK_MS));
 		}
 	}
 	otp_worker_end_tx();

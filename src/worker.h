@@ -38,6 +38,8 @@ typedef struct OtpWorkerLoop
 /* results wait at most this long to be recorded in a batch, or this many */
 #define OTP_RECORD_DELAY_US		((int64) 2000)
 #define OTP_RECORD_BATCH		64
+/* a destination held back at its share is looked at again within this */
+#define OTP_HELD_BACK_RECHECK_MS	250
 
 /* retry.c */
 extern bool otp_link_check_retry_schedule(char **newval, void **extra,
@@ -55,7 +57,7 @@ extern void otp_queue_round(OtpWorkerLoop *loop, bool record, int slots);
 /* destination.c */
 extern int	otp_dest_limits(Datum **keys, Datum **limits, Datum **pris,
 							int *default_limit, int *default_pri,
-							int *unproven_budget);
+							int *unproven_budget, int *held_back);
 extern void otp_dest_started(OtpHttpRequest *req);
 extern bool otp_dest_finished(OtpHttpRequest *req);
 extern int64 otp_dest_next_probe_us(void);
