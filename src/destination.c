@@ -225,14 +225,19 @@ otp_dest_limits(Datum **keys, Datum **limits, Datum **pris,
 
 		/*
 		 * Held back while healthy: it is full, so that a quarter of its
-		 * requests finishing claims again.  Left as it was (a finish had
-		 * just cleared it), a destination that lost the larger share while
-		 * above its share got nothing here and was never claimed for again
-		 * until a commit or the sweep woke the worker.
+		 * requests finishing claims again (a quarter below its share when
+		 * it is no longer fast and has more in flight).  Left as it was (a
+		 * finish had just cleared it), a destination that lost the larger
+		 * share while above its share got nothing here and was never
+		 * claimed for again until a commit or the sweep woke the worker.
+		 * Given slots, it is full again only once it has used them
+		 * (otp_dest_started).
 		 */
-		if (limit == 0 && d->state == DEST_CLOSED)
+		d->full = (limit == 0 && d->state == DEST_CLOSED);
+		if (d->full)
 		{
-			d->full = true;
+			if (!d->fast)
+				d->cap = Min(d->inflight, otp_link_destination_concurrency);
 			(*held_back)++;
 		}
 		(*keys)[n] = CStringGetTextDatum(d->key);
