@@ -253,6 +253,9 @@ typedef struct FixedPlan
 	BlockNumber blocks;			/* otp_link.deliveries' size when planned */
 } FixedPlan;
 
+/* otp_link.deliveries' size, measured once per round (otp_queue_round) */
+static BlockNumber round_blocks = 0;
+
 /*
  * deliveries_blocks: the size of otp_link.deliveries in pages now, 0 when
  * it does not exist.  Takes the AccessShareLock the statements about to
@@ -282,7 +285,7 @@ deliveries_blocks(void)
  * sequential scans off, and with hash and merge joins off too when flags
  * has FIXED_NO_JOINS, so that the rows of otp_link.deliveries are reached
  * through its indexes whatever the statistics say.  The plan is made anew
- * when the table has doubled or halved since: the statements are planned
+ * when the table has doubled or halved since (round_blocks): the statements are planned
  * on first use, often while the table is nearly empty, and a plan made
  * then (a full scan of a "tiny" table or of one of its indexes) was kept
  * while the table grew, until an ANALYZE, and read every row of it each
@@ -296,7 +299,7 @@ static int
 run_fixed(FixedPlan *fp, const char *sql, int nargs, Oid *argtypes,
 		  Datum *args, long count, int flags)
 {
-	BlockNumber blocks = deliveries_blocks();
+	BlockNumber blocks = round_blocks;
 	int			guc_level;
 	int			rc;
 
@@ -989,6 +992,7 @@ otp_queue_round(OtpWorkerLoop *loop, bool record, int slots)
 						"otp_link: recording delivery results");
 	if (otp_extension_ready())
 	{
+		round_blocks = deliveries_blocks();
 		if (n > 0)
 			nskipped = record_rows(&a, n, &skipped);
 		if (slots > 0)
